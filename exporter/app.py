@@ -1,0 +1,49 @@
+"""Wires the database, the collectors, the runner and the HTTP server together."""
+
+from __future__ import annotations
+
+from .collectors.base import Collector
+from .collectors.database import DatabaseCollector
+from .collectors.usage import Clock, UsageCollector, utc_now
+from .config import Config
+from .db import Database
+from .exposition import make_registry
+from .runner import Runner
+from .web import ExporterHTTPServer
+
+
+def build_collectors(config: Config, *, clock: Clock = utc_now) -> list[Collector]:
+    return [DatabaseCollector(config.database_probe), UsageCollector(config.usage, clock=clock)]
+
+
+class Exporter:
+    def __init__(self, config: Config, *, clock: Clock = utc_now) -> None:
+        self.config = config
+        self.db = Database(config.database)
+        self.runner = Runner(self.db, build_collectors(config, clock=clock))
+        self.registry = make_registry(self.runner)
+        self._server: ExporterHTTPServer | None = None
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (differs from the configured one when that is 0)."""
+        assert self._server is not None
+        return self._server.server_address[1]
+
+    def start(self) -> None:
+        """Open the pool (waiting for it when the database is required), then serve and poll."""
+        self.db.open(wait=self.config.database.is_required)
+        try:
+            self._server = ExporterHTTPServer((self.config.web.host, self.config.web.port), self.registry, self.runner)
+        except OSError:
+            self.db.close()
+            raise
+        self._server.serve_in_background()
+        self.runner.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        self.runner.stop()
+        self.db.close()

@@ -1,0 +1,103 @@
+"""The ``litellm-exporter`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+import psycopg_pool
+
+from . import __version__
+from .app import Exporter
+from .config import ConfigError, load
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_CONFIG = 2
+
+log = logging.getLogger("litellm_exporter")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="litellm-exporter",
+        description="Prometheus exporter for the LiteLLM proxy's PostgreSQL database.",
+    )
+    parser.add_argument("--config", default="config.yaml", metavar="PATH", help="configuration file (default: %(default)s)")
+    parser.add_argument("--listen", metavar="HOST:PORT", help="address to serve /metrics on (overrides web.listen)")
+    parser.add_argument(
+        "--poll-interval",
+        metavar="SECONDS",
+        help="poll interval of every collector, in seconds or with a unit such as 5s (overrides the config)",
+    )
+    parser.add_argument("--check-config", action="store_true", help="validate the configuration, print problems, exit 0 or 2")
+    parser.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error"), help="log level (default: %(default)s)"
+    )
+    parser.add_argument("--version", action="version", version=f"litellm-exporter {__version__}")
+    return parser
+
+
+def _numeric(value: str | None) -> float | str | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load(args.config).with_overrides(listen=args.listen, poll_interval=_numeric(args.poll_interval))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"litellm-exporter: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.check_config:
+        print(f"{args.config}: configuration is valid")
+        return EXIT_OK
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    # The pool logs every failed reconnection attempt; the runner logs state changes instead.
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
+
+    exporter = Exporter(config)
+    try:
+        exporter.start()
+    except psycopg_pool.PoolTimeout:
+        print(
+            f"litellm-exporter: database.is_required is true and the database at {exporter.db.display_dsn} "
+            f"did not answer within {config.database.connect_timeout:g}s",
+            file=sys.stderr,
+        )
+        return EXIT_RUNTIME
+    except OSError as exc:
+        print(f"litellm-exporter: cannot listen on {config.web.host}:{config.web.port}: {exc.strerror}", file=sys.stderr)
+        return EXIT_RUNTIME
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info(
+        "serving on http://%s:%d/metrics, reading %s", config.web.host, exporter.port, exporter.db.display_dsn
+    )
+    stop.wait()
+    log.info("shutting down")
+    exporter.stop()
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

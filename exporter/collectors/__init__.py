@@ -1,0 +1,1 @@
+"""One collector per module; each is polled by the runner on its own interval."""

@@ -1,0 +1,27 @@
+"""What every collector is: a named poll of the database on its own interval."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from ..db import Database
+from ..families import Family
+
+
+class Collector(ABC):
+    """Polls the database and returns a complete snapshot of its metric families.
+
+    A poll either returns every family the collector owns or raises; a partial
+    snapshot is never published.
+    """
+
+    name: str
+    interval: float
+
+    @abstractmethod
+    def poll(self, db: Database) -> list[Family]:
+        """Query the database and return the families to serve until the next poll."""
+
+    def on_failure(self, exc: BaseException) -> list[Family] | None:
+        """Families to serve after a failed poll; None keeps serving the last good snapshot."""
+        return None

@@ -1,0 +1,407 @@
+"""Usage counters: all-time sums of LiteLLM's daily spend rollup tables.
+
+Each counter equals ``sum(column)`` over its daily table. To keep the cost of a poll
+independent of the size of the history, the collector splits every table at a
+cutoff date (today minus ``lookback_days``, in UTC):
+
+* rows dated before the cutoff are summed once per group at start-up and at each
+  resync (``base``); LiteLLM only ever increments rows, and old dates stop changing;
+* rows dated on or after the cutoff (``window``) are read one by one on every poll
+  through the ``date`` index and remembered by primary key, so a row that is
+  incremented again, or that lands late for yesterday, is counted exactly once.
+
+When the cutoff moves past a remembered row, its last value moves into ``base``. A
+periodic resync recomputes everything inside one snapshot and catches a row written
+for a date older than the window.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+from psycopg import sql
+
+from ..config import UsageConfig
+from ..db import Database
+from ..families import Family, build
+from .base import Collector
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+Group = tuple[str, ...]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Measure:
+    column: str
+    name: str
+    documentation: str
+    per_entity: bool = True
+
+
+MEASURES = (
+    Measure("spend", "spend_usd", "Spend in US dollars"),
+    Measure("api_requests", "requests", "Requests"),
+    Measure("failed_requests", "requests_failed", "Failed requests"),
+    Measure("prompt_tokens", "input_tokens", "Input (prompt) tokens"),
+    Measure("completion_tokens", "output_tokens", "Output (completion) tokens"),
+    Measure("cache_read_input_tokens", "cache_read_input_tokens", "Input tokens read from the provider's cache", False),
+    Measure(
+        "cache_creation_input_tokens",
+        "cache_creation_input_tokens",
+        "Input tokens written to the provider's cache",
+        False,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A daily rollup table and the columns that its families group by."""
+
+    table: str
+    group_columns: tuple[str, ...]
+
+
+USER_SOURCE = Source(
+    "LiteLLM_DailyUserSpend", ("user_id", "api_key", "model_group", "model", "custom_llm_provider")
+)
+ENTITY_SOURCES = {
+    "team": Source("LiteLLM_DailyTeamSpend", ("team_id", "model_group")),
+    "organization": Source("LiteLLM_DailyOrganizationSpend", ("organization_id", "model_group")),
+    "end_user": Source("LiteLLM_DailyEndUserSpend", ("end_user_id", "model_group")),
+    "tag": Source("LiteLLM_DailyTagSpend", ("tag", "model_group")),
+}
+
+
+@dataclass(frozen=True)
+class _Row:
+    date: str
+    group: Group
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class _TableState:
+    measures: tuple[str, ...]
+    base: dict[Group, list[float]]
+    window: dict[str, _Row]
+
+    def totals(self) -> dict[Group, list[float]]:
+        totals = {group: list(values) for group, values in self.base.items()}
+        for row in self.window.values():
+            _add(totals, row.group, row.values)
+        return totals
+
+
+def _add(into: dict[Group, list[float]], group: Group, values: Sequence[float]) -> None:
+    current = into.get(group)
+    if current is None:
+        into[group] = list(values)
+    else:
+        for i, value in enumerate(values):
+            current[i] += value
+
+
+class UsageCollector(Collector):
+    name = "usage"
+
+    def __init__(self, config: UsageConfig, *, clock: Clock = utc_now) -> None:
+        self._config = config
+        self.interval = config.interval
+        self._clock = clock
+        self._tables: dict[str, _TableState] = {}
+        self._last_resync: datetime | None = None
+        self._published: dict[tuple[str, Group], float] = {}
+        self._missing_logged: set[str] = set()
+        self._key_meta: dict[str, tuple[str, str]] = {}
+        self._team_alias: dict[str, str] = {}
+        self._org_alias: dict[str, str] = {}
+
+    # -- reading -----------------------------------------------------------------------
+
+    def _sources(self) -> list[Source]:
+        sources = [USER_SOURCE]
+        for entity, source in ENTITY_SOURCES.items():
+            if self._config.entity(entity).enabled:
+                sources.append(source)
+        return sources
+
+    def cutoff(self, now: datetime) -> str:
+        return (now.astimezone(timezone.utc).date() - timedelta(days=self._config.lookback_days)).isoformat()
+
+    def _resync_due(self, now: datetime) -> bool:
+        if self._last_resync is None:
+            return True
+        return (now - self._last_resync).total_seconds() >= self._config.resync_interval
+
+    def request_resync(self) -> None:
+        """Make the next poll recompute every sum from the tables."""
+        self._last_resync = None
+
+    def poll(self, db: Database) -> list[Family]:
+        now = self._clock()
+        cutoff = self.cutoff(now)
+        resync = self._resync_due(now)
+        with db.snapshot() as conn:
+            if resync:
+                tables = {s.table: self._read_full(conn, s, cutoff) for s in self._sources()}
+                tables = {name: state for name, state in tables.items() if state is not None}
+            else:
+                tables = {
+                    s.table: self._read_window(conn, s, cutoff, self._tables[s.table])
+                    for s in self._sources()
+                    if s.table in self._tables
+                }
+            key_meta, team_alias, org_alias = self._read_metadata(conn)
+        # State changes only after every read succeeded: a failed poll leaves it untouched.
+        self._tables = tables
+        self._key_meta, self._team_alias, self._org_alias = key_meta, team_alias, org_alias
+        if resync:
+            self._last_resync = now
+        return self._families()
+
+    def _read_full(self, conn: psycopg.Connection, source: Source, cutoff: str) -> _TableState | None:
+        columns = _columns(conn, source.table)
+        if not columns:
+            if source.table not in self._missing_logged:
+                log.warning("table %s not found: its usage counters are not exported", source.table)
+                self._missing_logged.add(source.table)
+            return None
+        self._missing_logged.discard(source.table)
+        measures = tuple(m.column for m in MEASURES if m.column in columns)
+        table = sql.Identifier(source.table)
+        groups = sql.SQL(", ").join(_coalesced(c) for c in source.group_columns)
+        sums = sql.SQL(", ").join(sql.SQL("sum({})").format(sql.Identifier(m)) for m in measures)
+        positions = sql.SQL(", ").join(sql.Literal(i + 1) for i in range(len(source.group_columns)))
+        base: dict[Group, list[float]] = {}
+        query = sql.SQL("SELECT {groups}, {sums} FROM {table} WHERE date < %s GROUP BY {positions}").format(
+            groups=groups, sums=sums, table=table, positions=positions
+        )
+        width = len(source.group_columns)
+        for record in conn.execute(query, (cutoff,)):
+            _add(base, tuple(record[:width]), [float(v or 0) for v in record[width:]])
+        empty = _TableState(measures, base, {})
+        return self._read_window(conn, source, cutoff, empty)
+
+    def _read_window(
+        self, conn: psycopg.Connection, source: Source, cutoff: str, previous: _TableState
+    ) -> _TableState:
+        table = sql.Identifier(source.table)
+        query = sql.SQL("SELECT id, date, {groups}, {measures} FROM {table} WHERE date >= %s").format(
+            groups=sql.SQL(", ").join(_coalesced(c) for c in source.group_columns),
+            measures=sql.SQL(", ").join(sql.Identifier(m) for m in previous.measures),
+            table=table,
+        )
+        width = len(source.group_columns)
+        window: dict[str, _Row] = {}
+        for record in conn.execute(query, (cutoff,)):
+            window[record[0]] = _Row(
+                record[1], tuple(record[2 : 2 + width]), tuple(float(v) for v in record[2 + width :])
+            )
+        base = previous.base
+        folded = False
+        for row_id, row in previous.window.items():
+            if row_id in window:
+                continue
+            if row.date >= cutoff:
+                # Gone from the table (LiteLLM never deletes these); keep what was counted.
+                window[row_id] = row
+                continue
+            # The cutoff moved past this row: its last value becomes part of the base.
+            if not folded:
+                base = {group: list(values) for group, values in base.items()}
+                folded = True
+            _add(base, row.group, row.values)
+        return _TableState(previous.measures, base, window)
+
+    def _read_metadata(
+        self, conn: psycopg.Connection
+    ) -> tuple[dict[str, tuple[str, str]], dict[str, str], dict[str, str]]:
+        key_meta: dict[str, tuple[str, str]] = {}
+        team_alias: dict[str, str] = {}
+        org_alias: dict[str, str] = {}
+        entities = self._config.entities
+        if entities["key"].enabled:
+            # Deleted keys first, so that a live key with the same hash wins.
+            for token, alias, team in _rows_if_exists(
+                conn,
+                "LiteLLM_DeletedVerificationToken",
+                'SELECT token, coalesce(key_alias, \'\'), coalesce(team_id, \'\') '
+                'FROM "LiteLLM_DeletedVerificationToken" ORDER BY deleted_at',
+            ):
+                key_meta[token] = (alias, team)
+            for token, alias, team in _rows_if_exists(
+                conn,
+                "LiteLLM_VerificationToken",
+                'SELECT token, coalesce(key_alias, \'\'), coalesce(team_id, \'\') FROM "LiteLLM_VerificationToken"',
+            ):
+                key_meta[token] = (alias, team)
+        if entities["team"].enabled:
+            for table in ("LiteLLM_DeletedTeamTable", "LiteLLM_TeamTable"):
+                order = " ORDER BY deleted_at" if table.startswith("LiteLLM_Deleted") else ""
+                for team_id, alias in _rows_if_exists(
+                    conn, table, f'SELECT team_id, coalesce(team_alias, \'\') FROM "{table}"{order}'
+                ):
+                    team_alias[team_id] = alias
+        if entities["organization"].enabled:
+            for org_id, alias in _rows_if_exists(
+                conn,
+                "LiteLLM_OrganizationTable",
+                'SELECT organization_id, coalesce(organization_alias, \'\') FROM "LiteLLM_OrganizationTable"',
+            ):
+                org_alias[org_id] = alias
+        return key_meta, team_alias, org_alias
+
+    # -- publishing --------------------------------------------------------------------
+
+    def _families(self) -> list[Family]:
+        families: list[Family] = []
+        user = self._tables.get(USER_SOURCE.table)
+        if user is not None:
+            totals = user.totals()
+            families += self._measure_families(
+                "litellm",
+                "",
+                ("model_group", "model", "provider"),
+                user.measures,
+                totals,
+                lambda g: (g[2], g[3], g[4]),
+                lambda ids: ids,
+                per_entity=False,
+            )
+            key = self._config.entity("key")
+            if key.enabled:
+                by_hash = {token[:12]: meta for token, meta in self._key_meta.items()}
+
+                def key_labels(ids: Group) -> Group:
+                    alias, team = by_hash.get(ids[0], ("", ""))
+                    return (ids[0], alias, team, *ids[1:])
+
+                families += self._measure_families(
+                    "litellm_key",
+                    " by virtual key",
+                    ("key_hash", "key_alias", "team_id") + (("model_group",) if key.model_group else ()),
+                    user.measures,
+                    totals,
+                    (lambda g: (g[1][:12], g[2])) if key.model_group else (lambda g: (g[1][:12],)),
+                    key_labels,
+                )
+            user_config = self._config.entity("user")
+            if user_config.enabled:
+                families += self._measure_families(
+                    "litellm_user",
+                    " by internal user",
+                    ("user_id",) + (("model_group",) if user_config.model_group else ()),
+                    user.measures,
+                    totals,
+                    (lambda g: (g[0], g[2])) if user_config.model_group else (lambda g: (g[0],)),
+                    lambda ids: ids,
+                )
+        for entity, source in ENTITY_SOURCES.items():
+            state = self._tables.get(source.table)
+            entity_config = self._config.entity(entity)
+            if state is None or not entity_config.enabled:
+                continue
+            id_label, describe, labeller = self._entity_labels(entity)
+            with_group = entity_config.model_group
+            families += self._measure_families(
+                f"litellm_{entity}",
+                describe,
+                id_label + (("model_group",) if with_group else ()),
+                state.measures,
+                state.totals(),
+                (lambda g: (g[0], g[1])) if with_group else (lambda g: (g[0],)),
+                labeller,
+            )
+        return families
+
+    def _entity_labels(
+        self, entity: str
+    ) -> tuple[tuple[str, ...], str, Callable[[Group], Group]]:
+        if entity == "team":
+            return ("team_id", "team_alias"), " by team", lambda ids: (ids[0], self._team_alias.get(ids[0], ""), *ids[1:])
+        if entity == "organization":
+            return (
+                ("organization_id", "organization_alias"),
+                " by organization",
+                lambda ids: (ids[0], self._org_alias.get(ids[0], ""), *ids[1:]),
+            )
+        if entity == "end_user":
+            return ("end_user",), " by end user (the caller's customer id)", lambda ids: ids
+        return ("tag",), " by request tag", lambda ids: ids
+
+    def _measure_families(
+        self,
+        prefix: str,
+        describe: str,
+        labels: tuple[str, ...],
+        measures: tuple[str, ...],
+        totals: dict[Group, list[float]],
+        project: Callable[[Group], Group],
+        label: Callable[[Group], Group],
+        *,
+        per_entity: bool = True,
+    ) -> list[Family]:
+        projected: dict[Group, list[float]] = {}
+        for group, values in totals.items():
+            _add(projected, project(group), values)
+        families = []
+        for index, column in enumerate(measures):
+            measure = next(m for m in MEASURES if m.column == column)
+            if per_entity and not measure.per_entity:
+                continue
+            name = f"{prefix}_{measure.name}"
+            samples = []
+            for ids, values in sorted(projected.items()):
+                value = self._monotonic(name, ids, values[index])
+                samples.append((label(ids), value))
+            families.append(
+                build(
+                    name,
+                    f"{measure.documentation}{describe}, summed over LiteLLM's daily spend tables (all time).",
+                    "counter",
+                    labels,
+                    samples,
+                )
+            )
+        return families
+
+    def _monotonic(self, family: str, ids: Group, value: float) -> float:
+        # A counter must never go down; the tables only shrink when rows are deleted by
+        # hand or by the tag table's optional retention, and that is not negative usage.
+        key = (family, ids)
+        previous = self._published.get(key)
+        if previous is not None and value < previous:
+            value = previous
+        self._published[key] = value
+        return value
+
+
+def _coalesced(column: str) -> sql.Composable:
+    return sql.SQL("coalesce({}, '')").format(sql.Identifier(column))
+
+
+def _columns(conn: psycopg.Connection, table: str) -> set[str]:
+    rows = conn.execute(
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = %s",
+        (table,),
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def _rows_if_exists(conn: psycopg.Connection, table: str, query: str) -> Iterable[tuple]:
+    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f'"{table}"',)).fetchone()
+    if not exists or not exists[0]:
+        return []
+    return conn.execute(query).fetchall()

@@ -1,0 +1,215 @@
+"""Immutable runtime configuration, built from the validated YAML document."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import yaml
+from psycopg.conninfo import conninfo_to_dict
+
+from . import schema
+from .schema import Field, SchemaError
+
+DEFAULT_PORT = 8748
+DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
+
+# Entities whose usage is counted, with the daily rollup table and its id column.
+ENTITIES = ("key", "team", "user", "organization", "end_user", "tag")
+
+
+class ConfigError(Exception):
+    """A configuration problem; each line of ``problems`` names the key it is about."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    dsn: str
+    min_conns: int = 1
+    max_conns: int = 4
+    connect_timeout: float = 5.0
+    statement_timeout: float = 10.0
+    is_required: bool = False
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+
+
+@dataclass(frozen=True)
+class EntityConfig:
+    enabled: bool = True
+    model_group: bool = True
+
+
+@dataclass(frozen=True)
+class UsageConfig:
+    interval: float = 30.0
+    lookback_days: int = 2
+    resync_interval: float = 3600.0
+    entities: dict[str, EntityConfig] = dataclasses.field(default_factory=dict)
+
+    def entity(self, name: str) -> EntityConfig:
+        return self.entities[name]
+
+
+@dataclass(frozen=True)
+class DatabaseProbeConfig:
+    interval: float = 15.0
+
+
+@dataclass(frozen=True)
+class Config:
+    database: DatabaseConfig
+    web: WebConfig
+    usage: UsageConfig
+    database_probe: DatabaseProbeConfig
+
+    def with_overrides(self, *, listen: str | None = None, poll_interval: float | str | None = None) -> Config:
+        """Apply command-line flags, which win over the file."""
+        config = self
+        if listen is not None:
+            host, port = _validate_flag("--listen", listen, schema.listen_address())
+            config = dataclasses.replace(config, web=WebConfig(host=host, port=port))
+        if poll_interval is not None:
+            seconds = _validate_flag("--poll-interval", poll_interval, schema.duration())
+            config = dataclasses.replace(
+                config,
+                usage=dataclasses.replace(config.usage, interval=seconds),
+                database_probe=dataclasses.replace(config.database_probe, interval=seconds),
+            )
+        return config
+
+
+def _validate_flag(name: str, value: Any, validator: schema.Validator) -> Any:
+    try:
+        return schema.validate_one(name, value, validator)
+    except SchemaError as exc:
+        raise ConfigError(exc.problems) from None
+
+
+_DEFAULT_MODEL_GROUP = {name: name != "end_user" for name in ENTITIES}
+
+
+def _entity_fields() -> dict[str, Field]:
+    return {
+        name: Field(
+            schema.section(
+                {
+                    "enabled": Field(schema.boolean(), True),
+                    "model_group": Field(schema.boolean(), _DEFAULT_MODEL_GROUP[name]),
+                }
+            ),
+            {},
+        )
+        for name in ENTITIES
+    }
+
+
+ROOT = schema.section(
+    {
+        "database": Field(
+            schema.section(
+                {
+                    "dsn": Field(schema.string()),
+                    "min_conns": Field(schema.integer(minimum=0, maximum=100), 1),
+                    "max_conns": Field(schema.integer(minimum=1, maximum=100), 4),
+                    "connect_timeout": Field(schema.duration(maximum=300), 5.0),
+                    "statement_timeout": Field(schema.duration(maximum=3600), 10.0),
+                    "is_required": Field(schema.boolean(), False),
+                }
+            ),
+            {},
+        ),
+        "web": Field(schema.section({"listen": Field(schema.listen_address(), DEFAULT_LISTEN)}), {}),
+        "collectors": Field(
+            schema.section(
+                {
+                    "usage": Field(
+                        schema.section(
+                            {
+                                "interval": Field(schema.duration(), 30.0),
+                                "lookback_days": Field(schema.integer(minimum=1, maximum=31), 2),
+                                "resync_interval": Field(schema.duration(), 3600.0),
+                                "entities": Field(schema.section(_entity_fields()), {}),
+                            }
+                        ),
+                        {},
+                    ),
+                    "database": Field(schema.section({"interval": Field(schema.duration(), 15.0)}), {}),
+                }
+            ),
+            {},
+        ),
+    }
+)
+
+
+def parse(document: Any) -> Config:
+    """Build a Config from a parsed YAML document."""
+    try:
+        raw = schema.validate(document, ROOT)
+    except SchemaError as exc:
+        raise ConfigError(exc.problems) from None
+    database = raw["database"]
+    try:
+        conninfo_to_dict(database["dsn"])
+    except psycopg.ProgrammingError:
+        # psycopg's message quotes the string, and so could leak a password.
+        raise ConfigError(
+            [
+                "database.dsn: not a valid PostgreSQL connection string "
+                "(expected postgresql://USER:PASSWORD@HOST:PORT/DBNAME or key=value pairs)"
+            ]
+        ) from None
+    if database["min_conns"] > database["max_conns"]:
+        raise ConfigError(
+            [f"database.min_conns: must not exceed database.max_conns ({database['max_conns']}), got {database['min_conns']}"]
+        )
+    usage = raw["collectors"]["usage"]
+    host, port = raw["web"]["listen"]
+    return Config(
+        database=DatabaseConfig(**database),
+        web=WebConfig(host=host, port=port),
+        usage=UsageConfig(
+            interval=usage["interval"],
+            lookback_days=usage["lookback_days"],
+            resync_interval=usage["resync_interval"],
+            entities={name: EntityConfig(**values) for name, values in usage["entities"].items()},
+        ),
+        database_probe=DatabaseProbeConfig(**raw["collectors"]["database"]),
+    )
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a configuration file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{path}: is a directory, not a file"]) from None
+    except PermissionError:
+        raise ConfigError([f"{path}: permission denied"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError([f"{path}: invalid YAML{where}: {problem}"]) from None
+    if document is not None and not isinstance(document, dict):
+        raise ConfigError([f"{path}: the top level must be a mapping"])
+    return parse(document)

@@ -1,0 +1,83 @@
+"""Read-only access to the LiteLLM database through a psycopg connection pool."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from psycopg import IsolationLevel
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import ConnectionPool
+
+from .config import DatabaseConfig
+
+APPLICATION_NAME = "litellm-exporter"
+
+log = logging.getLogger(__name__)
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with any password removed, for log lines and error messages."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "<unparseable DSN>"
+    if "password" in params:
+        params["password"] = "***"
+    return make_conninfo(**params)
+
+
+class Database:
+    """A connection pool whose every transaction is read-only and time-limited on the server."""
+
+    def __init__(self, config: DatabaseConfig) -> None:
+        self._config = config
+        timeout_ms = max(1, round(config.statement_timeout * 1000))
+        # Startup options, not per-session SETs, so the limits hold on every connection the
+        # pool opens, including ones opened after the database comes back.
+        conninfo = make_conninfo(
+            config.dsn,
+            application_name=APPLICATION_NAME,
+            connect_timeout=max(1, round(config.connect_timeout)),
+            options=f"-c statement_timeout={timeout_ms} -c default_transaction_read_only=on",
+        )
+        self._pool = ConnectionPool(
+            conninfo,
+            min_size=config.min_conns,
+            max_size=config.max_conns,
+            open=False,
+            name=APPLICATION_NAME,
+            timeout=config.connect_timeout,
+            configure=self._configure,
+            check=ConnectionPool.check_connection,
+        )
+
+    @staticmethod
+    def _configure(conn: psycopg.Connection) -> None:
+        conn.read_only = True
+        conn.isolation_level = IsolationLevel.REPEATABLE_READ
+        conn.autocommit = False
+
+    @property
+    def display_dsn(self) -> str:
+        return redact_dsn(self._config.dsn)
+
+    @property
+    def pool(self) -> ConnectionPool:
+        return self._pool
+
+    def open(self, *, wait: bool) -> None:
+        """Open the pool; with ``wait``, fail unless a connection can be made now."""
+        self._pool.open(wait=wait, timeout=self._config.connect_timeout)
+
+    def close(self) -> None:
+        self._pool.close(timeout=2.0)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[psycopg.Connection]:
+        """A read-only, repeatable-read transaction: every query inside sees one snapshot."""
+        with self._pool.connection(timeout=self._config.connect_timeout) as conn:
+            with conn.transaction():
+                yield conn

@@ -1,0 +1,46 @@
+"""The one place where failures are sorted into the reasons the self-metrics report."""
+
+from __future__ import annotations
+
+import enum
+
+import psycopg
+import psycopg.errors
+import psycopg_pool
+
+
+class Reason(str, enum.Enum):
+    """Why a collector's poll failed; the value is the ``reason`` label."""
+
+    DATABASE_UNAVAILABLE = "database_unavailable"
+    STATEMENT_TIMEOUT = "statement_timeout"
+    SCHEMA_MISMATCH = "schema_mismatch"
+    PERMISSION_DENIED = "permission_denied"
+    QUERY_ERROR = "query_error"
+    INTERNAL = "internal"
+
+
+class SchemaMismatch(Exception):
+    """The database lacks a table or column a collector needs."""
+
+
+def classify(exc: BaseException) -> Reason:
+    if isinstance(exc, SchemaMismatch):
+        return Reason.SCHEMA_MISMATCH
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        return Reason.STATEMENT_TIMEOUT
+    if isinstance(exc, (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn)):
+        return Reason.SCHEMA_MISMATCH
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return Reason.PERMISSION_DENIED
+    if isinstance(exc, (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed, psycopg.OperationalError)):
+        return Reason.DATABASE_UNAVAILABLE
+    if isinstance(exc, psycopg.Error):
+        return Reason.QUERY_ERROR
+    return Reason.INTERNAL
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line description for a log line, without a traceback."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{classify(exc).value}: {text}"

@@ -1,0 +1,49 @@
+"""Plain, immutable metric data that collectors hand to the exposition layer.
+
+Collectors never touch prometheus-client objects: they return ``Family`` values, and
+the registry collector turns them into fresh metric families on every scrape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+Kind = Literal["counter", "gauge"]
+
+
+@dataclass(frozen=True)
+class Family:
+    """One metric family: its name (without ``_total`` for counters), help, labels and samples."""
+
+    name: str
+    documentation: str
+    kind: Kind
+    labels: tuple[str, ...] = ()
+    samples: tuple[tuple[tuple[str, ...], float], ...] = field(default=())
+
+    def to_metric(self) -> Metric:
+        factory = CounterMetricFamily if self.kind == "counter" else GaugeMetricFamily
+        metric: Metric = factory(self.name, self.documentation, labels=self.labels)
+        for values, value in self.samples:
+            # No created timestamp: a counter here is a database sum, not a process-local count.
+            metric.add_metric(values, value)
+        return metric
+
+
+def gauge(name: str, documentation: str, value: float, **labels: str) -> Family:
+    names = tuple(labels)
+    return Family(name, documentation, "gauge", names, ((tuple(labels[n] for n in names), value),))
+
+
+def build(
+    name: str,
+    documentation: str,
+    kind: Kind,
+    labels: Iterable[str],
+    samples: Iterable[tuple[tuple[str, ...], float]],
+) -> Family:
+    return Family(name, documentation, kind, tuple(labels), tuple(samples))

@@ -1,0 +1,164 @@
+"""Runs each collector on its own interval in the background and keeps its latest snapshot.
+
+A scrape only ever reads these snapshots, so it never waits on the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from . import __version__
+from .collectors.base import Collector
+from .db import Database
+from .errors import Reason, classify, describe
+from .families import Family, build, gauge
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _State:
+    families: tuple[Family, ...] = ()
+    polled: bool = False
+    success: bool = False
+    duration: float = 0.0
+    last_success: float | None = None
+    failures: Counter[Reason] = field(default_factory=Counter)
+    failing_since_log: str | None = None
+
+
+class Runner:
+    def __init__(
+        self,
+        db: Database,
+        collectors: Sequence[Collector],
+        *,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._db = db
+        self._collectors = list(collectors)
+        self._wall_clock = wall_clock
+        self._states = {c.name: _State() for c in self._collectors}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def collectors(self) -> list[Collector]:
+        return list(self._collectors)
+
+    def start(self) -> None:
+        for collector in self._collectors:
+            thread = threading.Thread(
+                target=self._loop, args=(collector,), name=f"collector-{collector.name}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _loop(self, collector: Collector) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.poll_once(collector)
+            elapsed = time.monotonic() - started
+            self._stop.wait(max(0.0, collector.interval - elapsed))
+
+    def poll_once(self, collector: Collector) -> bool:
+        """Run one poll of one collector and record its outcome; True when it succeeded."""
+        started = time.perf_counter()
+        try:
+            families = collector.poll(self._db)
+        except Exception as exc:  # every failure is reported as a metric, never raised
+            duration = time.perf_counter() - started
+            replacement = collector.on_failure(exc)
+            with self._lock:
+                state = self._states[collector.name]
+                state.polled = True
+                state.success = False
+                state.duration = duration
+                state.failures[classify(exc)] += 1
+                if replacement is not None:
+                    state.families = tuple(replacement)
+                message = describe(exc)
+                changed = message != state.failing_since_log
+                state.failing_since_log = message
+            if changed:
+                log.warning("collector %s failed: %s", collector.name, message)
+            return False
+        duration = time.perf_counter() - started
+        with self._lock:
+            state = self._states[collector.name]
+            recovered = state.failing_since_log is not None
+            state.families = tuple(families)
+            state.polled = True
+            state.success = True
+            state.duration = duration
+            state.last_success = self._wall_clock()
+            state.failing_since_log = None
+        if recovered:
+            log.info("collector %s recovered", collector.name)
+        return True
+
+    def ready(self) -> bool:
+        """True once every collector has completed a poll successfully at least once."""
+        with self._lock:
+            return all(s.last_success is not None for s in self._states.values())
+
+    def families(self) -> list[Family]:
+        """Every collector's latest snapshot followed by the exporter's own metrics."""
+        with self._lock:
+            states = {name: replace(state, failures=Counter(state.failures)) for name, state in self._states.items()}
+        result: list[Family] = []
+        for state in states.values():
+            result.extend(state.families)
+        result.extend(self._self_metrics(states))
+        return result
+
+    def _self_metrics(self, states: dict[str, _State]) -> list[Family]:
+        polled = {name: s for name, s in states.items() if s.polled}
+        return [
+            gauge("litellm_exporter_build_info", "The exporter's version; always 1.", 1.0, version=__version__),
+            build(
+                "litellm_exporter_collector_success",
+                "Whether the collector's last poll succeeded (1) or failed (0).",
+                "gauge",
+                ("collector",),
+                (((name,), 1.0 if s.success else 0.0) for name, s in polled.items()),
+            ),
+            build(
+                "litellm_exporter_collector_duration_seconds",
+                "How long the collector's last poll took.",
+                "gauge",
+                ("collector",),
+                (((name,), s.duration) for name, s in polled.items()),
+            ),
+            build(
+                "litellm_exporter_collector_last_success_timestamp_seconds",
+                "When the collector's last successful poll finished, as a Unix time.",
+                "gauge",
+                ("collector",),
+                (((name,), s.last_success) for name, s in states.items() if s.last_success is not None),
+            ),
+            build(
+                "litellm_exporter_collector_failures",
+                "Failed polls of the collector since the exporter started, by reason.",
+                "counter",
+                ("collector", "reason"),
+                (
+                    ((name, reason.value), float(count))
+                    for name, s in states.items()
+                    for reason, count in sorted(s.failures.items())
+                ),
+            ),
+        ]
+
