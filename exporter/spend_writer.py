@@ -1,0 +1,426 @@
+"""Writes LiteLLM-shaped traffic into a LiteLLM database, as the proxy's spend writer does.
+
+Used by the tests (as the source of truth the counters are checked against) and by the
+demo. It does what LiteLLM's DBSpendUpdateWriter does on each flush, in one transaction:
+insert one ``LiteLLM_SpendLogs`` row per request, increment ``spend`` on the key, user,
+team, team member, organisation, end user and tags, and upsert the daily rollup rows
+with increments on every measure. Rows are dated by the request's start time, so a
+flush can land rows for an earlier day; and, as in LiteLLM, the daily upsert's conflict
+target holds nullable columns, so requests with a NULL endpoint add a new row each time.
+
+This module writes; the exporter itself never imports it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+from psycopg import sql
+
+DAILY_MEASURES = (
+    "spend",
+    "prompt_tokens",
+    "completion_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+    "api_requests",
+    "successful_requests",
+    "failed_requests",
+)
+
+# Daily table, its entity column, and how a request names that entity ('' means none).
+DAILY_TABLES = {
+    "LiteLLM_DailyUserSpend": "user_id",
+    "LiteLLM_DailyTeamSpend": "team_id",
+    "LiteLLM_DailyOrganizationSpend": "organization_id",
+    "LiteLLM_DailyEndUserSpend": "end_user_id",
+    "LiteLLM_DailyTagSpend": "tag",
+}
+
+
+def hash_token(key: str) -> str:
+    """LiteLLM stores virtual keys as the sha256 hex digest of ``sk-...``."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Request:
+    api_key: str
+    model_group: str
+    model: str
+    provider: str
+    spend: float
+    prompt_tokens: int
+    completion_tokens: int
+    start_time: datetime
+    user_id: str | None = None
+    team_id: str | None = None
+    organization_id: str | None = None
+    end_user: str | None = None
+    tags: tuple[str, ...] = ()
+    success: bool = True
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    duration_ms: int | None = 1200
+    endpoint: str | None = "/chat/completions"
+    request_id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4()}")
+
+    def daily_entities(self) -> dict[str, list[str]]:
+        """The entity ids whose daily table this request increments."""
+        entities = {
+            "LiteLLM_DailyUserSpend": [self.user_id or ""],
+            "LiteLLM_DailyTeamSpend": [self.team_id or ""],
+            "LiteLLM_DailyOrganizationSpend": [self.organization_id] if self.organization_id else [],
+            "LiteLLM_DailyEndUserSpend": [self.end_user] if self.end_user else [],
+            "LiteLLM_DailyTagSpend": list(self.tags),
+        }
+        return entities
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    # LiteLLM's timestamp(3) columns hold UTC without a zone.
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+class SpendWriter:
+    """Buffers requests and flushes them the way the proxy does."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self._conn = conn
+        self._buffer: list[Request] = []
+
+    def record(self, *requests: Request) -> None:
+        self._buffer.extend(requests)
+
+    def flush(self, now: datetime | None = None) -> int:
+        """Write every buffered request in one transaction; returns how many."""
+        now = _naive_utc(now or datetime.now(timezone.utc))
+        batch, self._buffer = self._buffer, []
+        if not batch:
+            return 0
+        with self._conn.transaction():
+            self._insert_spend_logs(batch, now)
+            self._increment_entities(batch)
+            for table, column in DAILY_TABLES.items():
+                self._upsert_daily(table, column, batch, now)
+        return len(batch)
+
+    def _insert_spend_logs(self, batch: list[Request], now: datetime) -> None:
+        with self._conn.cursor() as cur:
+            cur.executemany(
+                'INSERT INTO "LiteLLM_SpendLogs" (request_id, call_type, api_key, spend, total_tokens,'
+                ' prompt_tokens, completion_tokens, "startTime", "endTime", "completionStartTime", model,'
+                ' model_group, custom_llm_provider, "user", team_id, end_user, organization_id, request_tags,'
+                " status, cache_hit, request_duration_ms, created_at, updated_at)"
+                " VALUES (%s, 'acompletion', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+                " %s, 'None', %s, %s, %s)",
+                [
+                    (
+                        r.request_id,
+                        r.api_key,
+                        r.spend,
+                        r.prompt_tokens + r.completion_tokens,
+                        r.prompt_tokens,
+                        r.completion_tokens,
+                        _naive_utc(r.start_time),
+                        _naive_utc(r.start_time) + timedelta(milliseconds=r.duration_ms or 0),
+                        _naive_utc(r.start_time) + timedelta(milliseconds=(r.duration_ms or 0) // 4),
+                        r.model,
+                        r.model_group,
+                        r.provider,
+                        r.user_id or "",
+                        r.team_id,
+                        r.end_user or "",
+                        r.organization_id,
+                        json.dumps(list(r.tags)),
+                        "success" if r.success else "failure",
+                        r.duration_ms,
+                        now,
+                        now,
+                    )
+                    for r in batch
+                ],
+            )
+
+    def _increment_entities(self, batch: list[Request]) -> None:
+        increments: dict[tuple[str, str, tuple[str, ...]], float] = defaultdict(float)
+        for r in batch:
+            increments[("LiteLLM_VerificationToken", "token", (r.api_key,))] += r.spend
+            if r.user_id:
+                increments[("LiteLLM_UserTable", "user_id", (r.user_id,))] += r.spend
+            if r.team_id:
+                increments[("LiteLLM_TeamTable", "team_id", (r.team_id,))] += r.spend
+                if r.user_id:
+                    increments[("LiteLLM_TeamMembership", "team_id,user_id", (r.team_id, r.user_id))] += r.spend
+            if r.organization_id:
+                increments[("LiteLLM_OrganizationTable", "organization_id", (r.organization_id,))] += r.spend
+            if r.end_user:
+                increments[("LiteLLM_EndUserTable", "user_id", (r.end_user,))] += r.spend
+            for tag in r.tags:
+                increments[("LiteLLM_TagTable", "tag_name", (tag,))] += r.spend
+        for (table, columns, ids), amount in increments.items():
+            names = columns.split(",")
+            where = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(n)) for n in names)
+            extra = sql.SQL(", total_spend = total_spend + %s") if table in _LIFETIME_SPEND else sql.SQL("")
+            params: tuple = (amount, amount, *ids) if table in _LIFETIME_SPEND else (amount, *ids)
+            updated = self._conn.execute(
+                sql.SQL("UPDATE {} SET spend = spend + %s{} WHERE {}").format(sql.Identifier(table), extra, where),
+                params,
+            ).rowcount
+            if not updated and table == "LiteLLM_EndUserTable":
+                # The proxy creates end users on first sight.
+                self._conn.execute(
+                    'INSERT INTO "LiteLLM_EndUserTable" (user_id, spend) VALUES (%s, %s)', (ids[0], amount)
+                )
+
+    def _upsert_daily(self, table: str, column: str, batch: list[Request], now: datetime) -> None:
+        # Aggregate the batch in memory first, one upsert per group, as the proxy does.
+        groups: dict[tuple, list[float]] = {}
+        for r in batch:
+            for entity in r.daily_entities()[table]:
+                key = (entity, _naive_utc(r.start_time).date().isoformat(), r.api_key, r.model, r.model_group,
+                       r.provider, r.endpoint)
+                values = groups.setdefault(key, [0.0] * len(DAILY_MEASURES))
+                for i, amount in enumerate(_measures(r)):
+                    values[i] += amount
+        if not groups:
+            return
+        measure_columns = sql.SQL(", ").join(sql.Identifier(m) for m in DAILY_MEASURES)
+        updates = sql.SQL(", ").join(
+            sql.SQL("{0} = {1}.{0} + excluded.{0}").format(sql.Identifier(m), sql.Identifier(table))
+            for m in DAILY_MEASURES
+        )
+        query = sql.SQL(
+            "INSERT INTO {table} (id, {entity}, date, api_key, model, model_group, custom_llm_provider, endpoint,"
+            " {measures}, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, {placeholders}, %s, %s)"
+            " ON CONFLICT ({entity}, date, api_key, model, custom_llm_provider, mcp_namespaced_tool_name, endpoint)"
+            " DO UPDATE SET {updates}, updated_at = excluded.updated_at"
+        ).format(
+            table=sql.Identifier(table),
+            entity=sql.Identifier(column),
+            measures=measure_columns,
+            placeholders=sql.SQL(", ").join(sql.Placeholder() * len(DAILY_MEASURES)),
+            updates=updates,
+        )
+        with self._conn.cursor() as cur:
+            cur.executemany(
+                query,
+                [
+                    (str(uuid.uuid4()), *key[:4], key[4], key[5], key[6], *_integral(values), now, now)
+                    for key, values in groups.items()
+                ],
+            )
+
+
+_LIFETIME_SPEND = {"LiteLLM_VerificationToken", "LiteLLM_TeamMembership"}
+
+
+def _measures(r: Request) -> tuple[float, ...]:
+    return (
+        r.spend,
+        r.prompt_tokens,
+        r.completion_tokens,
+        r.cache_read_input_tokens,
+        r.cache_creation_input_tokens,
+        1,
+        1 if r.success else 0,
+        0 if r.success else 1,
+    )
+
+
+def _integral(values: list[float]) -> list[float | int]:
+    # Every measure but spend is a bigint column.
+    return [values[0], *(int(v) for v in values[1:])]
+
+
+class Entities:
+    """Creates the keys, users, teams, organisations and tags that traffic refers to."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self._conn = conn
+
+    def budget(self, budget_id: str, *, max_budget: float | None = None, soft_budget: float | None = None,
+               budget_duration: str | None = None, budget_reset_at: datetime | None = None) -> str:
+        self._conn.execute(
+            'INSERT INTO "LiteLLM_BudgetTable" (budget_id, max_budget, soft_budget, budget_duration,'
+            " budget_reset_at, created_by, updated_by) VALUES (%s, %s, %s, %s, %s, 'test', 'test')",
+            (budget_id, max_budget, soft_budget, budget_duration, _maybe_naive(budget_reset_at)),
+        )
+        return budget_id
+
+    def organization(self, organization_id: str, alias: str, *, budget_id: str | None = None) -> str:
+        budget = budget_id or self.budget(f"budget-{organization_id}")
+        self._conn.execute(
+            'INSERT INTO "LiteLLM_OrganizationTable" (organization_id, organization_alias, budget_id,'
+            " created_by, updated_by) VALUES (%s, %s, %s, 'test', 'test')",
+            (organization_id, alias, budget),
+        )
+        return organization_id
+
+    def team(self, team_id: str, alias: str | None, *, organization_id: str | None = None, **columns: object) -> str:
+        self._insert("LiteLLM_TeamTable", {"team_id": team_id, "team_alias": alias,
+                                            "organization_id": organization_id, **columns})
+        return team_id
+
+    def user(self, user_id: str, **columns: object) -> str:
+        self._insert("LiteLLM_UserTable", {"user_id": user_id, **columns})
+        return user_id
+
+    def team_member(self, team_id: str, user_id: str, *, budget_id: str | None = None) -> None:
+        self._insert("LiteLLM_TeamMembership", {"team_id": team_id, "user_id": user_id, "budget_id": budget_id})
+
+    def key(self, secret: str, alias: str | None, *, team_id: str | None = None, user_id: str | None = None,
+            **columns: object) -> str:
+        token = hash_token(secret)
+        self._insert("LiteLLM_VerificationToken", {"token": token, "key_alias": alias, "team_id": team_id,
+                                                    "user_id": user_id, **columns})
+        return token
+
+    def end_user(self, user_id: str, **columns: object) -> str:
+        self._insert("LiteLLM_EndUserTable", {"user_id": user_id, **columns})
+        return user_id
+
+    def tag(self, name: str, **columns: object) -> str:
+        self._insert("LiteLLM_TagTable", {"tag_name": name, **columns})
+        return name
+
+    def rename_key(self, token: str, alias: str) -> None:
+        self._conn.execute('UPDATE "LiteLLM_VerificationToken" SET key_alias = %s WHERE token = %s', (alias, token))
+
+    def rename_team(self, team_id: str, alias: str) -> None:
+        self._conn.execute('UPDATE "LiteLLM_TeamTable" SET team_alias = %s WHERE team_id = %s', (alias, team_id))
+
+    def delete_key(self, token: str) -> None:
+        """Move a key to the deleted-keys table, as the proxy's /key/delete does."""
+        with self._conn.transaction():
+            self._conn.execute(
+                'INSERT INTO "LiteLLM_DeletedVerificationToken" (id, token, key_alias, team_id, spend, deleted_at)'
+                ' SELECT %s, token, key_alias, team_id, spend, now() FROM "LiteLLM_VerificationToken" WHERE token = %s',
+                (str(uuid.uuid4()), token),
+            )
+            self._conn.execute('DELETE FROM "LiteLLM_VerificationToken" WHERE token = %s', (token,))
+
+    def delete_team(self, team_id: str) -> None:
+        with self._conn.transaction():
+            self._conn.execute(
+                'INSERT INTO "LiteLLM_DeletedTeamTable" (id, team_id, team_alias, spend, deleted_at)'
+                ' SELECT %s, team_id, team_alias, spend, now() FROM "LiteLLM_TeamTable" WHERE team_id = %s',
+                (str(uuid.uuid4()), team_id),
+            )
+            self._conn.execute('DELETE FROM "LiteLLM_TeamTable" WHERE team_id = %s', (team_id,))
+
+    def _insert(self, table: str, columns: dict[str, object]) -> None:
+        columns = {k: _maybe_naive(v) for k, v in columns.items()}
+        if table in _NEEDS_UPDATED_AT:
+            columns.setdefault("updated_at", datetime.now(timezone.utc).replace(tzinfo=None))
+        self._conn.execute(
+            sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+                sql.Identifier(table),
+                sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+                sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+            ),
+            list(columns.values()),
+        )
+
+
+_NEEDS_UPDATED_AT = {"LiteLLM_TeamTable"}
+
+
+def _maybe_naive(value: object) -> object:
+    return _naive_utc(value) if isinstance(value, datetime) else value
+
+
+
+MODELS = (
+    # model_group, model, provider, USD per input token, USD per output token
+    ("gpt-4o", "gpt-4o-2024-08-06", "openai", 2.5e-6, 1.0e-5),
+    ("gpt-4o-mini", "gpt-4o-mini-2024-07-18", "openai", 1.5e-7, 6.0e-7),
+    ("claude-sonnet", "claude-sonnet-4-20250514", "anthropic", 3.0e-6, 1.5e-5),
+    ("gemini-flash", "gemini-2.5-flash", "vertex_ai", 3.0e-7, 2.5e-6),
+)
+
+
+@dataclass(frozen=True)
+class Caller:
+    api_key: str
+    team_id: str | None
+    user_id: str | None
+    organization_id: str | None
+
+
+@dataclass(frozen=True)
+class World:
+    """The entities that generated traffic is spread over."""
+
+    callers: tuple[Caller, ...]
+    end_users: tuple[str, ...]
+    tags: tuple[str, ...]
+
+
+def seed_world(conn: psycopg.Connection, rng: random.Random, *, organizations: int = 2, teams: int = 4,
+               users: int = 6, keys: int = 10, end_users: int = 5) -> World:
+    """Create organisations, teams, users, keys, end users and tags, with awkward names."""
+    entities = Entities(conn)
+    orgs = [entities.organization(f"org-{i}", f"Org {i}") for i in range(organizations)]
+    team_ids = [
+        entities.team(f"team-{i}", f'Team "{i}" \\ Équipe', organization_id=orgs[i % len(orgs)] if orgs else None)
+        for i in range(teams)
+    ]
+    user_ids = [entities.user(f"user-{i}@example.com") for i in range(users)]
+    callers = []
+    for i in range(keys):
+        team = team_ids[i % len(team_ids)] if team_ids and i % 5 != 4 else None
+        user = user_ids[i % len(user_ids)] if user_ids and i % 3 != 2 else None
+        token = entities.key(f"sk-test-{i}-{rng.random()}", f"key {i}" if i % 4 else None, team_id=team, user_id=user)
+        org = orgs[team_ids.index(team) % len(orgs)] if team and orgs else None
+        callers.append(Caller(token, team, user, org))
+    for tag in ("prod", "batch", "line\nbreak"):
+        entities.tag(tag)
+    return World(
+        callers=tuple(callers),
+        end_users=tuple(entities.end_user(f"customer-{i}") for i in range(end_users)),
+        tags=("prod", "batch", "line\nbreak", "User-Agent: python-requests/2.32"),
+    )
+
+
+def random_request(rng: random.Random, world: World, start_time: datetime) -> Request:
+    caller = rng.choice(world.callers)
+    model_group, model, provider, price_in, price_out = rng.choice(MODELS)
+    prompt = rng.randint(1, 4000)
+    completion = rng.randint(0, 1500)
+    success = rng.random() > 0.05
+    return Request(
+        api_key=caller.api_key,
+        model_group=model_group,
+        model=model,
+        provider=provider,
+        spend=(prompt * price_in + completion * price_out) if success else 0.0,
+        prompt_tokens=prompt,
+        completion_tokens=completion if success else 0,
+        start_time=start_time,
+        user_id=caller.user_id,
+        team_id=caller.team_id,
+        organization_id=caller.organization_id,
+        end_user=rng.choice(world.end_users) if world.end_users and rng.random() < 0.5 else None,
+        tags=tuple(t for t in world.tags if rng.random() < 0.3),
+        success=success,
+        cache_read_input_tokens=rng.choice((0, 0, prompt // 2)),
+        cache_creation_input_tokens=rng.choice((0, 0, 0, prompt // 4)),
+        duration_ms=rng.randint(200, 60000),
+        endpoint=rng.choice(("/chat/completions", "/chat/completions", None)),
+    )
+
+
+def random_requests(rng: random.Random, world: World, count: int, start: datetime, end: datetime) -> list[Request]:
+    """``count`` requests with start times spread over [start, end)."""
+    span = (end - start).total_seconds()
+    return [random_request(rng, world, start + timedelta(seconds=rng.random() * span)) for _ in range(count)]

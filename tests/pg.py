@@ -1,0 +1,89 @@
+"""A PostgreSQL server for the tests, and LiteLLM's real schema built from its migrations.
+
+The server is, in order: the one named by ``LITELLM_EXPORTER_TEST_DSN``; a local one on
+127.0.0.1:5432 if it answers; else an embedded one started from the ``pgserver`` wheel.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+ENV_DSN = "LITELLM_EXPORTER_TEST_DSN"
+LOCAL_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _answers(dsn: str) -> bool:
+    try:
+        with psycopg.connect(dsn, connect_timeout=2, autocommit=True) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except psycopg.OperationalError:
+        return False
+
+
+@contextmanager
+def admin_dsn() -> Iterator[str]:
+    """A DSN of a server where the tests may create and drop databases."""
+    explicit = os.environ.get(ENV_DSN)
+    if explicit:
+        yield explicit
+        return
+    if _answers(LOCAL_DSN):
+        yield LOCAL_DSN
+        return
+    import pgserver  # imported only when needed: it starts a server of its own
+
+    with tempfile.TemporaryDirectory(prefix="litellm-exporter-pg-") as data:
+        server = pgserver.get_server(data, cleanup_mode="stop")
+        try:
+            yield server.get_uri()
+        finally:
+            server.cleanup()
+
+
+def with_database(dsn: str, dbname: str) -> str:
+    params = conninfo_to_dict(dsn)
+    params["dbname"] = dbname
+    return make_conninfo(**params)
+
+
+def migration_files(package: str = "litellm_proxy_extras") -> list[Path]:
+    """Every ``migration.sql`` that the installed litellm-proxy-extras ships, in order."""
+    root = Path(str(resources.files(package) / "migrations"))
+    return sorted(p / "migration.sql" for p in root.iterdir() if (p / "migration.sql").is_file())
+
+
+def apply_migrations(dsn: str, files: list[Path]) -> None:
+    # One file at a time in autocommit: a few are a single CREATE INDEX CONCURRENTLY,
+    # which cannot run inside a transaction.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for path in files:
+            conn.execute(path.read_text(encoding="utf-8"))
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def create_database(admin: str, name: str, template: str | None = None) -> str:
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if template is None:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        else:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
+    return with_database(admin, name)
+
+
+def drop_database(admin: str, name: str) -> None:
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
