@@ -27,16 +27,23 @@ def build_parser() -> argparse.ArgumentParser:
         prog="litellm-exporter",
         description="Prometheus exporter for the LiteLLM proxy's PostgreSQL database.",
     )
-    parser.add_argument("--config", default="config.yaml", metavar="PATH", help="configuration file (default: %(default)s)")
+    parser.add_argument(
+        "--config", default="config.yaml", metavar="PATH", help="configuration file (default: %(default)s)"
+    )
     parser.add_argument("--listen", metavar="HOST:PORT", help="address to serve /metrics on (overrides web.listen)")
     parser.add_argument(
         "--poll-interval",
         metavar="SECONDS",
         help="poll interval of every collector, in seconds or with a unit such as 5s (overrides the config)",
     )
-    parser.add_argument("--check-config", action="store_true", help="validate the configuration, print problems, exit 0 or 2")
     parser.add_argument(
-        "--log-level", default="info", choices=("debug", "info", "warning", "error"), help="log level (default: %(default)s)"
+        "--check-config", action="store_true", help="validate the configuration, print problems, exit 0 or 2"
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="log level (default: %(default)s)",
     )
     parser.add_argument("--version", action="version", version=f"litellm-exporter {__version__}")
     return parser
@@ -80,7 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_RUNTIME
     except OSError as exc:
-        print(f"litellm-exporter: cannot listen on {config.web.host}:{config.web.port}: {exc.strerror}", file=sys.stderr)
+        print(
+            f"litellm-exporter: cannot listen on {config.web.host}:{config.web.port}: {exc.strerror}", file=sys.stderr
+        )
         return EXIT_RUNTIME
 
     stop = threading.Event()
@@ -90,9 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log.info(
-        "serving on http://%s:%d/metrics, reading %s", config.web.host, exporter.port, exporter.db.display_dsn
-    )
+    log.info("serving on http://%s:%d/metrics, reading %s", config.web.host, exporter.port, exporter.db.display_dsn)
     stop.wait()
     log.info("shutting down")
     exporter.stop()

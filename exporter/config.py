@@ -173,7 +173,10 @@ def parse(document: Any) -> Config:
         ) from None
     if database["min_conns"] > database["max_conns"]:
         raise ConfigError(
-            [f"database.min_conns: must not exceed database.max_conns ({database['max_conns']}), got {database['min_conns']}"]
+            [
+                "database.min_conns: must not exceed database.max_conns "
+                f"({database['max_conns']}), got {database['min_conns']}"
+            ]
         )
     usage = raw["collectors"]["usage"]
     host, port = raw["web"]["listen"]

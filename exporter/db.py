@@ -78,6 +78,5 @@ class Database:
     @contextmanager
     def snapshot(self) -> Iterator[psycopg.Connection]:
         """A read-only, repeatable-read transaction: every query inside sees one snapshot."""
-        with self._pool.connection(timeout=self._config.connect_timeout) as conn:
-            with conn.transaction():
-                yield conn
+        with self._pool.connection(timeout=self._config.connect_timeout) as conn, conn.transaction():
+            yield conn

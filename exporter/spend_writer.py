@@ -187,8 +187,15 @@ class SpendWriter:
         groups: dict[tuple, list[float]] = {}
         for r in batch:
             for entity in r.daily_entities()[table]:
-                key = (entity, _naive_utc(r.start_time).date().isoformat(), r.api_key, r.model, r.model_group,
-                       r.provider, r.endpoint)
+                key = (
+                    entity,
+                    _naive_utc(r.start_time).date().isoformat(),
+                    r.api_key,
+                    r.model,
+                    r.model_group,
+                    r.provider,
+                    r.endpoint,
+                )
                 values = groups.setdefault(key, [0.0] * len(DAILY_MEASURES))
                 for i, amount in enumerate(_measures(r)):
                     values[i] += amount
@@ -248,8 +255,15 @@ class Entities:
     def __init__(self, conn: psycopg.Connection) -> None:
         self._conn = conn
 
-    def budget(self, budget_id: str, *, max_budget: float | None = None, soft_budget: float | None = None,
-               budget_duration: str | None = None, budget_reset_at: datetime | None = None) -> str:
+    def budget(
+        self,
+        budget_id: str,
+        *,
+        max_budget: float | None = None,
+        soft_budget: float | None = None,
+        budget_duration: str | None = None,
+        budget_reset_at: datetime | None = None,
+    ) -> str:
         self._conn.execute(
             'INSERT INTO "LiteLLM_BudgetTable" (budget_id, max_budget, soft_budget, budget_duration,'
             " budget_reset_at, created_by, updated_by) VALUES (%s, %s, %s, %s, %s, 'test', 'test')",
@@ -267,8 +281,10 @@ class Entities:
         return organization_id
 
     def team(self, team_id: str, alias: str | None, *, organization_id: str | None = None, **columns: object) -> str:
-        self._insert("LiteLLM_TeamTable", {"team_id": team_id, "team_alias": alias,
-                                            "organization_id": organization_id, **columns})
+        self._insert(
+            "LiteLLM_TeamTable",
+            {"team_id": team_id, "team_alias": alias, "organization_id": organization_id, **columns},
+        )
         return team_id
 
     def user(self, user_id: str, **columns: object) -> str:
@@ -278,11 +294,20 @@ class Entities:
     def team_member(self, team_id: str, user_id: str, *, budget_id: str | None = None) -> None:
         self._insert("LiteLLM_TeamMembership", {"team_id": team_id, "user_id": user_id, "budget_id": budget_id})
 
-    def key(self, secret: str, alias: str | None, *, team_id: str | None = None, user_id: str | None = None,
-            **columns: object) -> str:
+    def key(
+        self,
+        secret: str,
+        alias: str | None,
+        *,
+        team_id: str | None = None,
+        user_id: str | None = None,
+        **columns: object,
+    ) -> str:
         token = hash_token(secret)
-        self._insert("LiteLLM_VerificationToken", {"token": token, "key_alias": alias, "team_id": team_id,
-                                                    "user_id": user_id, **columns})
+        self._insert(
+            "LiteLLM_VerificationToken",
+            {"token": token, "key_alias": alias, "team_id": team_id, "user_id": user_id, **columns},
+        )
         return token
 
     def end_user(self, user_id: str, **columns: object) -> str:
@@ -339,7 +364,6 @@ def _maybe_naive(value: object) -> object:
     return _naive_utc(value) if isinstance(value, datetime) else value
 
 
-
 MODELS = (
     # model_group, model, provider, USD per input token, USD per output token
     ("gpt-4o", "gpt-4o-2024-08-06", "openai", 2.5e-6, 1.0e-5),
@@ -366,8 +390,16 @@ class World:
     tags: tuple[str, ...]
 
 
-def seed_world(conn: psycopg.Connection, rng: random.Random, *, organizations: int = 2, teams: int = 4,
-               users: int = 6, keys: int = 10, end_users: int = 5) -> World:
+def seed_world(
+    conn: psycopg.Connection,
+    rng: random.Random,
+    *,
+    organizations: int = 2,
+    teams: int = 4,
+    users: int = 6,
+    keys: int = 10,
+    end_users: int = 5,
+) -> World:
     """Create organisations, teams, users, keys, end users and tags, with awkward names."""
     entities = Entities(conn)
     orgs = [entities.organization(f"org-{i}", f"Org {i}") for i in range(organizations)]

@@ -34,10 +34,10 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = f"litellm-exporter/{__version__}"
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches to
+    def do_GET(self) -> None:
         self._respond(send_body=True)
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._respond(send_body=False)
 
     def _respond(self, *, send_body: bool) -> None:
@@ -58,11 +58,15 @@ class _Handler(BaseHTTPRequestHandler):
             if self.server.runner.ready():
                 self._send(200, "text/plain; charset=utf-8", b"ready\n", send_body)
             else:
-                self._send(503, "text/plain; charset=utf-8", b"waiting for the first poll of every collector\n", send_body)
+                self._send(
+                    503, "text/plain; charset=utf-8", b"waiting for the first poll of every collector\n", send_body
+                )
         else:
             self._send(404, "text/plain; charset=utf-8", b"not found\n", send_body)
 
-    def _send(self, status: int, content_type: str, body: bytes, send_body: bool, *, gzip_encoded: bool = False) -> None:
+    def _send(
+        self, status: int, content_type: str, body: bytes, send_body: bool, *, gzip_encoded: bool = False
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))

@@ -19,8 +19,10 @@ MEASURES = {
     "input_tokens": "prompt_tokens",
     "output_tokens": "completion_tokens",
 }
-GLOBAL_ONLY = {"cache_read_input_tokens": "cache_read_input_tokens",
-               "cache_creation_input_tokens": "cache_creation_input_tokens"}
+GLOBAL_ONLY = {
+    "cache_read_input_tokens": "cache_read_input_tokens",
+    "cache_creation_input_tokens": "cache_creation_input_tokens",
+}
 
 # family prefix -> (SELECT list of "expression AS label", FROM clause)
 _MG = "coalesce(d.model_group, '') AS model_group"
@@ -63,7 +65,7 @@ def expected(conn: psycopg.Connection, prefix: str, column: str) -> dict[frozens
     positions = ", ".join(str(i + 1) for i in range(select.count(" AS ")))
     cur = conn.execute(f"SELECT {select}, sum(d.{column}) FROM {source} GROUP BY {positions}")
     names = [c.name for c in cur.description][:-1]
-    return {frozenset(zip(names, row[:-1])): float(row[-1]) for row in cur.fetchall()}
+    return {frozenset(zip(names, row[:-1], strict=True)): float(row[-1]) for row in cur.fetchall()}
 
 
 def families(prefix: str) -> dict[str, str]:

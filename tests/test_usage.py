@@ -31,10 +31,16 @@ def test_counters_equal_database_after_history_load(make_exporter, writer, rng, 
     samples = scrape(exporter)
     assert mismatches(conn, samples) == []
     # The comparison above is only as good as the data: make sure every family has series.
-    for name in ("litellm_spend_usd_total", "litellm_key_spend_usd_total", "litellm_team_requests_total",
-                 "litellm_organization_input_tokens_total", "litellm_end_user_output_tokens_total",
-                 "litellm_tag_requests_failed_total", "litellm_user_spend_usd_total",
-                 "litellm_cache_read_input_tokens_total"):
+    for name in (
+        "litellm_spend_usd_total",
+        "litellm_key_spend_usd_total",
+        "litellm_team_requests_total",
+        "litellm_organization_input_tokens_total",
+        "litellm_end_user_output_tokens_total",
+        "litellm_tag_requests_failed_total",
+        "litellm_user_spend_usd_total",
+        "litellm_cache_read_input_tokens_total",
+    ):
         assert len(samples[name]) >= 2, name
     assert sum(samples["litellm_spend_usd_total"].values()) > 1.0
 
@@ -76,8 +82,11 @@ def test_counters_survive_a_restart_without_dipping(make_exporter, writer, rng, 
 
 
 def _usage(samples):
-    return {n: s for n, s in samples.items() if n.startswith("litellm_") and n.endswith("_total")
-            and not n.startswith("litellm_exporter")}
+    return {
+        n: s
+        for n, s in samples.items()
+        if n.startswith("litellm_") and n.endswith("_total") and not n.startswith("litellm_exporter")
+    }
 
 
 def test_counters_exact_across_utc_midnight(make_exporter, writer, rng, world, clock, conn):
@@ -136,8 +145,19 @@ def test_duplicate_rows_for_one_group_are_all_counted(make_exporter, writer, wor
     caller = world.callers[0]
     for i in range(3):
         writer.record(
-            Request(caller.api_key, "gpt-4o", "gpt-4o", "openai", 0.25, 10, 5, clock.now,
-                    team_id=caller.team_id, user_id=caller.user_id, endpoint=None)
+            Request(
+                caller.api_key,
+                "gpt-4o",
+                "gpt-4o",
+                "openai",
+                0.25,
+                10,
+                5,
+                clock.now,
+                team_id=caller.team_id,
+                user_id=caller.user_id,
+                endpoint=None,
+            )
         )
         writer.flush(clock.now + timedelta(seconds=i))
     rows = conn.execute(
@@ -148,8 +168,9 @@ def test_duplicate_rows_for_one_group_are_all_counted(make_exporter, writer, wor
     poll(exporter)
     samples = scrape(exporter)
     assert mismatches(conn, samples) == []
-    key_series = [v for labels, v in samples["litellm_key_spend_usd_total"].items()
-                  if ("key_hash", caller.api_key[:12]) in labels]
+    key_series = [
+        v for labels, v in samples["litellm_key_spend_usd_total"].items() if ("key_hash", caller.api_key[:12]) in labels
+    ]
     assert key_series == [0.75]
 
 
@@ -163,11 +184,17 @@ def test_renamed_alias_leaves_one_series_per_id(make_exporter, writer, rng, worl
     poll(exporter)
     samples = scrape(exporter)
     assert mismatches(conn, samples) == []
-    key_aliases = {dict(labels)["key_alias"] for labels in samples["litellm_key_spend_usd_total"]
-                   if dict(labels)["key_hash"] == caller.api_key[:12]}
+    key_aliases = {
+        dict(labels)["key_alias"]
+        for labels in samples["litellm_key_spend_usd_total"]
+        if dict(labels)["key_hash"] == caller.api_key[:12]
+    }
     assert key_aliases == {"renamed key"}
-    team_aliases = {dict(labels)["team_alias"] for labels in samples["litellm_team_spend_usd_total"]
-                    if dict(labels)["team_id"] == caller.team_id}
+    team_aliases = {
+        dict(labels)["team_alias"]
+        for labels in samples["litellm_team_spend_usd_total"]
+        if dict(labels)["team_id"] == caller.team_id
+    }
     assert team_aliases == {"Renamed team"}
 
 
@@ -189,24 +216,39 @@ def test_deleted_key_and_team_keep_their_history(make_exporter, writer, rng, wor
 def test_labels_with_quotes_backslashes_newlines_and_non_ascii(make_exporter, writer, entities, clock, conn):
     team = entities.team("t-odd", 'Équipe "north" \\ ops\nsecond line')
     token = entities.key("sk-odd", 'clé "ünïcode" \\', team_id=team)
-    writer.record(Request(token, 'group "x"', "m\\1", "prov\nider", 1.5, 100, 50, clock.now,
-                          team_id=team, tags=('tag "q"', "back\\slash", "日本語"), end_user="end\nuser"))
+    writer.record(
+        Request(
+            token,
+            'group "x"',
+            "m\\1",
+            "prov\nider",
+            1.5,
+            100,
+            50,
+            clock.now,
+            team_id=team,
+            tags=('tag "q"', "back\\slash", "日本語"),
+            end_user="end\nuser",
+        )
+    )
     writer.flush(clock.now)
     exporter = make_exporter()
     poll(exporter)
     samples = scrape(exporter)
     assert mismatches(conn, samples) == []
     assert samples["litellm_team_spend_usd_total"] == {
-        frozenset({("team_id", "t-odd"), ("team_alias", 'Équipe "north" \\ ops\nsecond line'),
-                   ("model_group", 'group "x"')}): 1.5
+        frozenset(
+            {("team_id", "t-odd"), ("team_alias", 'Équipe "north" \\ ops\nsecond line'), ("model_group", 'group "x"')}
+        ): 1.5
     }
     assert {dict(labels)["tag"] for labels in samples["litellm_tag_requests_total"]} == {
-        'tag "q"', "back\\slash", "日本語"
+        'tag "q"',
+        "back\\slash",
+        "日本語",
     }
 
 
-def test_model_group_label_can_be_switched_off_per_entity(make_exporter, writer, rng, world, clock, conn,
-                                                          litellm_dsn):
+def test_model_group_label_can_be_switched_off_per_entity(make_exporter, writer, rng, world, clock, conn, litellm_dsn):
     load_history(writer, rng, world, clock, days=2)
     config = make_config(litellm_dsn)
     entities = dict(config.usage.entities)
@@ -224,9 +266,9 @@ def test_model_group_label_can_be_switched_off_per_entity(make_exporter, writer,
     assert end_user_labels == {frozenset({"end_user", "model_group"})}
     assert not any(name.startswith("litellm_tag_") for name in samples)
     # Without model_group the team family is the per-team total.
-    want = dict(conn.execute(
-        """SELECT coalesce(team_id, ''), sum(spend) FROM "LiteLLM_DailyTeamSpend" GROUP BY 1"""
-    ).fetchall())
+    want = dict(
+        conn.execute("""SELECT coalesce(team_id, ''), sum(spend) FROM "LiteLLM_DailyTeamSpend" GROUP BY 1""").fetchall()
+    )
     got = {dict(labels)["team_id"]: value for labels, value in samples["litellm_team_spend_usd_total"].items()}
     assert got.keys() == want.keys()
     for team_id, value in want.items():
@@ -285,8 +327,12 @@ def test_random_traffic_soak(make_exporter, litellm_dsn, clock, conn):
     exporter = make_exporter(lookback_days=1)
     for _ in range(12):
         clock.advance(hours=5)
-        writer.record(*(random_request(rng, world, clock.now - timedelta(minutes=rng.randint(0, 90)))
-                        for _ in range(rng.randint(1, 60))))
+        writer.record(
+            *(
+                random_request(rng, world, clock.now - timedelta(minutes=rng.randint(0, 90)))
+                for _ in range(rng.randint(1, 60))
+            )
+        )
         writer.flush(clock.now)
         poll(exporter)
         assert mismatches(conn, scrape(exporter)) == []

@@ -72,9 +72,7 @@ class Source:
     group_columns: tuple[str, ...]
 
 
-USER_SOURCE = Source(
-    "LiteLLM_DailyUserSpend", ("user_id", "api_key", "model_group", "model", "custom_llm_provider")
-)
+USER_SOURCE = Source("LiteLLM_DailyUserSpend", ("user_id", "api_key", "model_group", "model", "custom_llm_provider"))
 ENTITY_SOURCES = {
     "team": Source("LiteLLM_DailyTeamSpend", ("team_id", "model_group")),
     "organization": Source("LiteLLM_DailyOrganizationSpend", ("organization_id", "model_group")),
@@ -193,9 +191,7 @@ class UsageCollector(Collector):
         empty = _TableState(measures, base, {})
         return self._read_window(conn, source, cutoff, empty)
 
-    def _read_window(
-        self, conn: psycopg.Connection, source: Source, cutoff: str, previous: _TableState
-    ) -> _TableState:
+    def _read_window(self, conn: psycopg.Connection, source: Source, cutoff: str, previous: _TableState) -> _TableState:
         table = sql.Identifier(source.table)
         query = sql.SQL("SELECT id, date, {groups}, {measures} FROM {table} WHERE date >= %s").format(
             groups=sql.SQL(", ").join(_coalesced(c) for c in source.group_columns),
@@ -236,28 +232,28 @@ class UsageCollector(Collector):
             for token, alias, team in _rows_if_exists(
                 conn,
                 "LiteLLM_DeletedVerificationToken",
-                'SELECT token, coalesce(key_alias, \'\'), coalesce(team_id, \'\') '
+                "SELECT token, coalesce(key_alias, ''), coalesce(team_id, '') "
                 'FROM "LiteLLM_DeletedVerificationToken" ORDER BY deleted_at',
             ):
                 key_meta[token] = (alias, team)
             for token, alias, team in _rows_if_exists(
                 conn,
                 "LiteLLM_VerificationToken",
-                'SELECT token, coalesce(key_alias, \'\'), coalesce(team_id, \'\') FROM "LiteLLM_VerificationToken"',
+                "SELECT token, coalesce(key_alias, ''), coalesce(team_id, '') FROM \"LiteLLM_VerificationToken\"",
             ):
                 key_meta[token] = (alias, team)
         if entities["team"].enabled:
             for table in ("LiteLLM_DeletedTeamTable", "LiteLLM_TeamTable"):
                 order = " ORDER BY deleted_at" if table.startswith("LiteLLM_Deleted") else ""
                 for team_id, alias in _rows_if_exists(
-                    conn, table, f'SELECT team_id, coalesce(team_alias, \'\') FROM "{table}"{order}'
+                    conn, table, f"SELECT team_id, coalesce(team_alias, '') FROM \"{table}\"{order}"
                 ):
                     team_alias[team_id] = alias
         if entities["organization"].enabled:
             for org_id, alias in _rows_if_exists(
                 conn,
                 "LiteLLM_OrganizationTable",
-                'SELECT organization_id, coalesce(organization_alias, \'\') FROM "LiteLLM_OrganizationTable"',
+                "SELECT organization_id, coalesce(organization_alias, '') FROM \"LiteLLM_OrganizationTable\"",
             ):
                 org_alias[org_id] = alias
         return key_meta, team_alias, org_alias
@@ -325,11 +321,13 @@ class UsageCollector(Collector):
             )
         return families
 
-    def _entity_labels(
-        self, entity: str
-    ) -> tuple[tuple[str, ...], str, Callable[[Group], Group]]:
+    def _entity_labels(self, entity: str) -> tuple[tuple[str, ...], str, Callable[[Group], Group]]:
         if entity == "team":
-            return ("team_id", "team_alias"), " by team", lambda ids: (ids[0], self._team_alias.get(ids[0], ""), *ids[1:])
+            return (
+                ("team_id", "team_alias"),
+                " by team",
+                lambda ids: (ids[0], self._team_alias.get(ids[0], ""), *ids[1:]),
+            )
         if entity == "organization":
             return (
                 ("organization_id", "organization_alias"),
@@ -393,8 +391,7 @@ def _coalesced(column: str) -> sql.Composable:
 
 def _columns(conn: psycopg.Connection, table: str) -> set[str]:
     rows = conn.execute(
-        "SELECT column_name FROM information_schema.columns"
-        " WHERE table_schema = current_schema() AND table_name = %s",
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = %s",
         (table,),
     ).fetchall()
     return {r[0] for r in rows}

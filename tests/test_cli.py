@@ -1,0 +1,195 @@
+"""The installed command, run as a user runs it, against the real database."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from exporter.spend_writer import random_requests
+
+from .conftest import Samples
+from .ground_truth import mismatches
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def with_password(dsn: str, password: str) -> str:
+    params = conninfo_to_dict(dsn)
+    params["password"] = password
+    return make_conninfo(**params)
+
+
+class Running:
+    def __init__(self, tmp_path, dsn: str, *extra: str, is_required: bool = False) -> None:
+        self.port = free_port()
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            "database:\n"
+            "  dsn: ${TEST_LITELLM_DSN}\n"
+            "  connect_timeout: 2s\n"
+            f"  is_required: {'true' if is_required else 'false'}\n"
+        )
+        self.stderr_path = tmp_path / "stderr.log"
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "exporter.cli",
+                "--config",
+                str(config),
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                "--poll-interval",
+                "0.3",
+                *extra,
+            ],
+            env={"TEST_LITELLM_DSN": dsn, "PATH": "/usr/bin:/bin"},
+            stdout=subprocess.DEVNULL,
+            stderr=self.stderr_path.open("w"),
+        )
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def wait_for(self, path: str, status: int, timeout: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"exporter exited with {self.process.returncode}: {self.stderr()}")
+            try:
+                got, body = self.get(path)
+                if got == status:
+                    return body
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"{path} never answered {status}")
+
+    def samples(self) -> Samples:
+        _, text = self.get("/metrics")
+        result: Samples = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                result.setdefault(sample.name, {})[frozenset(sample.labels.items())] = sample.value
+        return result
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=10)
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+
+@pytest.fixture
+def running(tmp_path):
+    started: list[Running] = []
+
+    def start(dsn: str, *extra: str, **kwargs) -> Running:
+        process = Running(tmp_path, dsn, *extra, **kwargs)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.process.poll() is None:
+            process.process.kill()
+            process.process.wait()
+
+
+def test_command_serves_counters_that_match_the_database(running, litellm_dsn, writer, rng, world, conn):
+    now = datetime.now(timezone.utc)
+    writer.record(*random_requests(rng, world, 300, now - timedelta(days=6), now))
+    writer.flush(now)
+    exporter = running(with_password(litellm_dsn, "hunter2-secret"))
+    exporter.wait_for("/ready", 200)
+    assert mismatches(conn, exporter.samples()) == []
+
+    writer.record(*random_requests(rng, world, 50, now - timedelta(minutes=2), datetime.now(timezone.utc)))
+    writer.flush()
+    deadline = time.monotonic() + 10
+    while mismatches(conn, exporter.samples()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert mismatches(conn, exporter.samples()) == []
+
+    samples = exporter.samples()
+    assert samples["litellm_db_up"] == {frozenset(): 1.0}
+    assert samples["litellm_exporter_collector_success"] == {
+        frozenset({("collector", "usage")}): 1.0,
+        frozenset({("collector", "database")}): 1.0,
+    }
+    assert set(samples["litellm_exporter_collector_duration_seconds"]) == set(
+        samples["litellm_exporter_collector_last_success_timestamp_seconds"]
+    )
+    from exporter import __version__
+
+    assert samples["litellm_exporter_build_info"] == {frozenset({("version", __version__)}): 1.0}
+
+    started = time.monotonic()
+    assert exporter.stop() == 0
+    assert time.monotonic() - started < 5
+    log = exporter.stderr()
+    assert "hunter2-secret" not in log
+    assert "Traceback" not in log
+    assert "password=***" in log
+
+
+def test_landing_page_health_and_unknown_paths(running, litellm_dsn):
+    exporter = running(litellm_dsn)
+    exporter.wait_for("/ready", 200)
+    status, page = exporter.get("/")
+    assert status == 200 and 'href="metrics"' in page
+    assert exporter.get("/healthz") == (200, "ok\n")
+    assert exporter.get("/nope")[0] == 404
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{exporter.port}/metrics",
+        headers={"Accept": "application/openmetrics-text; version=1.0.0"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        body = response.read().decode()
+        assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert body.endswith("# EOF\n")
+    assert "_created" not in body
+
+
+def test_starts_and_reports_down_when_the_database_is_unreachable(running):
+    port = free_port()  # nothing listens there
+    exporter = running(f"postgresql://litellm:pw@127.0.0.1:{port}/litellm")
+    exporter.wait_for("/healthz", 200)
+    deadline = time.monotonic() + 15
+    while exporter.samples().get("litellm_db_up") != {frozenset(): 0.0} and time.monotonic() < deadline:
+        time.sleep(0.2)
+    samples = exporter.samples()
+    assert samples["litellm_db_up"] == {frozenset(): 0.0}
+    assert samples["litellm_exporter_collector_success"][frozenset({("collector", "usage")})] == 0.0
+    assert exporter.get("/ready")[0] == 503
+    assert exporter.stop() == 0
+    assert "Traceback" not in exporter.stderr()
+
+
+def test_refuses_to_start_when_the_database_is_required_and_unreachable(running):
+    port = free_port()
+    exporter = running(f"postgresql://litellm:pw@127.0.0.1:{port}/litellm", is_required=True)
+    assert exporter.process.wait(timeout=30) == 1
+    err = exporter.stderr()
+    assert err.count("\n") == 1
+    assert err.startswith("litellm-exporter: database.is_required is true and the database at ")
+    assert "pw@" not in err and "password=***" in err
