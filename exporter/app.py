@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .collectors.base import Collector
+from .collectors.budgets import BudgetsCollector
 from .collectors.database import DatabaseCollector
 from .collectors.usage import Clock, UsageCollector, utc_now
 from .config import Config
@@ -13,7 +14,11 @@ from .web import ExporterHTTPServer
 
 
 def build_collectors(config: Config, *, clock: Clock = utc_now) -> list[Collector]:
-    return [DatabaseCollector(config.database_probe), UsageCollector(config.usage, clock=clock)]
+    return [
+        DatabaseCollector(config.database_probe),
+        UsageCollector(config.usage, clock=clock),
+        BudgetsCollector(config.budgets),
+    ]
 
 
 class Exporter:

@@ -62,6 +62,24 @@ class UsageConfig:
         return self.entities[name]
 
 
+BUDGET_ENTITIES = ("key", "user", "team", "organization", "end_user", "team_member", "tag")
+
+
+@dataclass(frozen=True)
+class BudgetEntityConfig:
+    enabled: bool = True
+    # Only rows with a budget, a limit, an expiry or a block: 100k plain keys are not 100k series.
+    only_with_limits: bool = True
+
+
+@dataclass(frozen=True)
+class BudgetsConfig:
+    interval: float = 30.0
+    entities: dict[str, BudgetEntityConfig] = dataclasses.field(
+        default_factory=lambda: {name: BudgetEntityConfig() for name in BUDGET_ENTITIES}
+    )
+
+
 @dataclass(frozen=True)
 class DatabaseProbeConfig:
     interval: float = 15.0
@@ -72,6 +90,7 @@ class Config:
     database: DatabaseConfig
     web: WebConfig
     usage: UsageConfig
+    budgets: BudgetsConfig
     database_probe: DatabaseProbeConfig
 
     def with_overrides(self, *, listen: str | None = None, poll_interval: float | str | None = None) -> Config:
@@ -85,6 +104,7 @@ class Config:
             config = dataclasses.replace(
                 config,
                 usage=dataclasses.replace(config.usage, interval=seconds),
+                budgets=dataclasses.replace(config.budgets, interval=seconds),
                 database_probe=dataclasses.replace(config.database_probe, interval=seconds),
             )
         return config
@@ -145,6 +165,31 @@ ROOT = schema.section(
                         ),
                         {},
                     ),
+                    "budgets": Field(
+                        schema.section(
+                            {
+                                "interval": Field(schema.duration(), 30.0),
+                                "entities": Field(
+                                    schema.section(
+                                        {
+                                            name: Field(
+                                                schema.section(
+                                                    {
+                                                        "enabled": Field(schema.boolean(), True),
+                                                        "only_with_limits": Field(schema.boolean(), True),
+                                                    }
+                                                ),
+                                                {},
+                                            )
+                                            for name in BUDGET_ENTITIES
+                                        }
+                                    ),
+                                    {},
+                                ),
+                            }
+                        ),
+                        {},
+                    ),
                     "database": Field(schema.section({"interval": Field(schema.duration(), 15.0)}), {}),
                 }
             ),
@@ -188,6 +233,12 @@ def parse(document: Any) -> Config:
             lookback_days=usage["lookback_days"],
             resync_interval=usage["resync_interval"],
             entities={name: EntityConfig(**values) for name, values in usage["entities"].items()},
+        ),
+        budgets=BudgetsConfig(
+            interval=raw["collectors"]["budgets"]["interval"],
+            entities={
+                name: BudgetEntityConfig(**values) for name, values in raw["collectors"]["budgets"]["entities"].items()
+            },
         ),
         database_probe=DatabaseProbeConfig(**raw["collectors"]["database"]),
     )

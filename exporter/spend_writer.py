@@ -255,19 +255,10 @@ class Entities:
     def __init__(self, conn: psycopg.Connection) -> None:
         self._conn = conn
 
-    def budget(
-        self,
-        budget_id: str,
-        *,
-        max_budget: float | None = None,
-        soft_budget: float | None = None,
-        budget_duration: str | None = None,
-        budget_reset_at: datetime | None = None,
-    ) -> str:
-        self._conn.execute(
-            'INSERT INTO "LiteLLM_BudgetTable" (budget_id, max_budget, soft_budget, budget_duration,'
-            " budget_reset_at, created_by, updated_by) VALUES (%s, %s, %s, %s, %s, 'test', 'test')",
-            (budget_id, max_budget, soft_budget, budget_duration, _maybe_naive(budget_reset_at)),
+    def budget(self, budget_id: str, **columns: object) -> str:
+        """A LiteLLM_BudgetTable row: max_budget, soft_budget, budget_reset_at, tpm_limit, ..."""
+        self._insert(
+            "LiteLLM_BudgetTable", {"budget_id": budget_id, "created_by": "test", "updated_by": "test", **columns}
         )
         return budget_id
 

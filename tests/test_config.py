@@ -84,8 +84,12 @@ BAD = [
         "collectors.usage.entities.team.model_group: expected true or false, got 'no'",
     ),
     (
-        {"database": {"dsn": DSN}, "collectors": {"budgets": {}}},
-        "collectors.budgets: unknown key (expected one of: database, usage)",
+        {"database": {"dsn": DSN}, "collectors": {"budget": {}}},
+        "collectors.budget: unknown key (expected one of: budgets, database, usage)",
+    ),
+    (
+        {"database": {"dsn": DSN}, "collectors": {"budgets": {"entities": {"team_member": {"only_with_limits": 1}}}}},
+        "collectors.budgets.entities.team_member.only_with_limits: expected true or false, got the number 1",
     ),
 ]
 

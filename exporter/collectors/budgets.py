@@ -1,0 +1,249 @@
+"""Budget and limit gauges: the current state of every key, user, team, organisation, end
+user, team member and tag, read from LiteLLM's entity tables on every poll.
+
+Entities whose budget lives in ``LiteLLM_BudgetTable`` (through ``budget_id``) are joined
+to it. A NULL in the database is no sample: an entity without a budget has no
+``max_budget`` series, never a 0 or ``+Inf`` one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+from ..config import BudgetsConfig
+from ..db import Database
+from ..families import Family, build
+from .base import Collector
+
+_EPOCH = "extract(epoch FROM {})::float8"
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """One entity: how to read it and which labels name it."""
+
+    entity: str
+    describe: str
+    labels: tuple[str, ...]
+    label_sql: tuple[str, ...]
+    source: str
+    spend: str
+    max_budget: str
+    soft_budget: str | None
+    reset_at: str
+    tpm_limit: str | None
+    rpm_limit: str | None
+    blocked: str | None = None
+    expires: str | None = None
+
+
+_BUDGET = 'LEFT JOIN "LiteLLM_BudgetTable" b ON b.budget_id = e.budget_id'
+
+SPECS = (
+    _Spec(
+        "key",
+        "virtual key",
+        ("key_hash", "key_alias", "team_id"),
+        ("left(e.token, 12)", "coalesce(e.key_alias, '')", "coalesce(e.team_id, '')"),
+        f'"LiteLLM_VerificationToken" e {_BUDGET}',
+        "e.spend",
+        "coalesce(e.max_budget, b.max_budget)",
+        "b.soft_budget",
+        "coalesce(e.budget_reset_at, b.budget_reset_at)",
+        "coalesce(e.tpm_limit, b.tpm_limit)",
+        "coalesce(e.rpm_limit, b.rpm_limit)",
+        blocked="coalesce(e.blocked, false)",
+        expires="e.expires",
+    ),
+    _Spec(
+        "user",
+        "internal user",
+        ("user_id",),
+        ("e.user_id",),
+        '"LiteLLM_UserTable" e',
+        "e.spend",
+        "e.max_budget",
+        None,
+        "e.budget_reset_at",
+        "e.tpm_limit",
+        "e.rpm_limit",
+    ),
+    _Spec(
+        "team",
+        "team",
+        ("team_id", "team_alias"),
+        ("e.team_id", "coalesce(e.team_alias, '')"),
+        '"LiteLLM_TeamTable" e',
+        "e.spend",
+        "e.max_budget",
+        "e.soft_budget",
+        "e.budget_reset_at",
+        "e.tpm_limit",
+        "e.rpm_limit",
+        blocked="e.blocked",
+    ),
+    _Spec(
+        "organization",
+        "organization",
+        ("organization_id", "organization_alias"),
+        ("e.organization_id", "coalesce(e.organization_alias, '')"),
+        f'"LiteLLM_OrganizationTable" e {_BUDGET}',
+        "e.spend",
+        "b.max_budget",
+        "b.soft_budget",
+        "b.budget_reset_at",
+        "b.tpm_limit",
+        "b.rpm_limit",
+    ),
+    _Spec(
+        "end_user",
+        "end user",
+        ("end_user",),
+        ("e.user_id",),
+        f'"LiteLLM_EndUserTable" e {_BUDGET}',
+        "e.spend",
+        "b.max_budget",
+        "b.soft_budget",
+        "b.budget_reset_at",
+        "b.tpm_limit",
+        "b.rpm_limit",
+        blocked="e.blocked",
+    ),
+    _Spec(
+        "team_member",
+        "team member",
+        ("team_id", "user_id"),
+        ("e.team_id", "e.user_id"),
+        f'"LiteLLM_TeamMembership" e {_BUDGET}',
+        "e.spend",
+        "b.max_budget",
+        "b.soft_budget",
+        "b.budget_reset_at",
+        "b.tpm_limit",
+        "b.rpm_limit",
+    ),
+    _Spec(
+        "tag",
+        "tag",
+        ("tag",),
+        ("e.tag_name",),
+        f'"LiteLLM_TagTable" e {_BUDGET}',
+        "e.spend",
+        "b.max_budget",
+        "b.soft_budget",
+        "b.budget_reset_at",
+        "b.tpm_limit",
+        "b.rpm_limit",
+    ),
+)
+
+# The value columns read for every entity, in this order after the label columns, and the
+# gauge each becomes; budget_remaining_usd is derived from the first two.
+_GAUGES = (
+    ("spend", "budget_spend_usd"),
+    ("max_budget", "max_budget_usd"),
+    ("soft_budget", "soft_budget_usd"),
+    ("reset_at", "budget_reset_timestamp_seconds"),
+    ("tpm_limit", "tpm_limit"),
+    ("rpm_limit", "rpm_limit"),
+    ("blocked", "blocked"),
+    ("expires", "expires_timestamp_seconds"),
+)
+
+
+def _select(spec: _Spec, only_with_limits: bool) -> str:
+    def epoch(expr: str | None) -> str:
+        return _EPOCH.format(expr) if expr else "NULL::float8"
+
+    def number(expr: str | None) -> str:
+        return f"({expr})::float8" if expr else "NULL::float8"
+
+    blocked = f"CASE WHEN {spec.blocked} THEN 1.0 ELSE 0.0 END" if spec.blocked else "NULL::float8"
+    values = (
+        number(spec.spend),
+        number(spec.max_budget),
+        number(spec.soft_budget),
+        epoch(spec.reset_at),
+        number(spec.tpm_limit),
+        number(spec.rpm_limit),
+        blocked,
+        epoch(spec.expires),
+    )
+    where = ""
+    if only_with_limits:
+        conditions = [
+            f"{expr} IS NOT NULL"
+            for expr in (spec.max_budget, spec.soft_budget, spec.tpm_limit, spec.rpm_limit, spec.expires)
+            if expr
+        ]
+        if spec.blocked:
+            conditions.append(f"{spec.blocked} IS TRUE")
+        where = " WHERE " + " OR ".join(conditions)
+    return f"SELECT {', '.join(spec.label_sql)}, {', '.join(values)} FROM {spec.source}{where}"
+
+
+class BudgetsCollector(Collector):
+    name = "budgets"
+
+    def __init__(self, config: BudgetsConfig) -> None:
+        self._config = config
+        self.interval = config.interval
+
+    def poll(self, db: Database) -> list[Family]:
+        families: list[Family] = []
+        with db.snapshot() as conn:
+            for spec in SPECS:
+                entity = self._config.entities[spec.entity]
+                if entity.enabled:
+                    families += _families(spec, _read(conn, spec, entity.only_with_limits))
+        return families
+
+
+def _read(conn: psycopg.Connection, spec: _Spec, only_with_limits: bool) -> list[tuple]:
+    return conn.execute(_select(spec, only_with_limits)).fetchall()
+
+
+def _families(spec: _Spec, rows: list[tuple]) -> list[Family]:
+    width = len(spec.labels)
+    samples: dict[str, list[tuple[tuple[str, ...], float]]] = {name: [] for _, name in _GAUGES}
+    samples["budget_remaining_usd"] = []
+    for row in rows:
+        labels = tuple(str(v) for v in row[:width])
+        values = dict(zip((column for column, _ in _GAUGES), row[width:], strict=True))
+        for column, name in _GAUGES:
+            if values[column] is not None:
+                samples[name].append((labels, values[column]))
+        if values["max_budget"] is not None and values["spend"] is not None:
+            samples["budget_remaining_usd"].append((labels, values["max_budget"] - values["spend"]))
+
+    the = f"The {spec.describe}'s"
+    docs = {
+        "budget_spend_usd": f"{the} spend in US dollars in its current budget period (LiteLLM's spend column).",
+        "max_budget_usd": f"{the} maximum budget in US dollars per budget period.",
+        "soft_budget_usd": f"{the} soft budget in US dollars: crossing it alerts, it does not block.",
+        "budget_remaining_usd": f"{the} max budget minus its spend; negative when overspent.",
+        "budget_reset_timestamp_seconds": f"When {the[4:]} budget period next resets, as a Unix time.",
+        "tpm_limit": f"{the} tokens-per-minute limit.",
+        "rpm_limit": f"{the} requests-per-minute limit.",
+        "blocked": f"Whether the {spec.describe} is blocked (1) or not (0).",
+        "expires_timestamp_seconds": f"When the {spec.describe} expires, as a Unix time.",
+    }
+    families = []
+    for name, found in samples.items():
+        # A family the entity cannot have (a user's soft budget, a tag's expiry) is left out.
+        if not found and not _applies(spec, name):
+            continue
+        families.append(build(f"litellm_{spec.entity}_{name}", docs[name], "gauge", spec.labels, found))
+    return families
+
+
+def _applies(spec: _Spec, name: str) -> bool:
+    return {
+        "soft_budget_usd": spec.soft_budget is not None,
+        "tpm_limit": spec.tpm_limit is not None,
+        "rpm_limit": spec.rpm_limit is not None,
+        "blocked": spec.blocked is not None,
+        "expires_timestamp_seconds": spec.expires is not None,
+    }.get(name, True)
