@@ -1,0 +1,90 @@
+"""The alert rules and the Alertmanager example, checked and unit-tested by the real tools."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from exporter.spend_writer import Request
+
+from .conftest import poll, scrape
+from .tools import require
+
+REPO = Path(__file__).resolve().parent.parent
+RULES = REPO / "prometheus" / "rules" / "litellm-budgets.rules.yml"
+RULE_TESTS = REPO / "prometheus" / "tests" / "litellm-budgets.test.yml"
+ALERTMANAGER = REPO / "alertmanager" / "alertmanager.yml"
+
+
+def run(*command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_promtool_checks_the_rules():
+    result = run(require("promtool", "prometheus"), "check", "rules", str(RULES))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 8 rules found" in result.stdout
+
+
+def test_promtool_unit_tests_pass():
+    result = run(require("promtool", "prometheus"), "test", "rules", str(RULE_TESTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_every_alert_has_a_firing_and_a_quiet_case():
+    alerts = {rule["alert"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]}
+    cases = [case for test in yaml.safe_load(RULE_TESTS.read_text())["tests"] for case in test["alert_rule_test"]]
+    firing = {case["alertname"] for case in cases if case.get("exp_alerts")}
+    quiet = {case["alertname"] for case in cases if not case.get("exp_alerts")}
+    assert firing == alerts
+    assert quiet == alerts
+    # Beyond these explicit quiet cases, promtool checks that exp_alerts lists exactly what
+    # fires, so each group's neighbour series (under budget, not blocked, idle) must stay quiet.
+
+
+def test_alertmanager_example_is_valid_and_routes_by_severity():
+    amtool = require("amtool", "prometheus-alertmanager")
+    result = run(amtool, "check-config", str(ALERTMANAGER))
+    assert result.returncode == 0, result.stdout + result.stderr
+    for severity, receiver in (("critical", "budget-pager"), ("warning", "budget-warnings")):
+        routed = run(
+            amtool,
+            "config",
+            "routes",
+            "test",
+            f"--config.file={ALERTMANAGER}",
+            f"severity={severity}",
+            "alertname=LiteLLMBudgetExhausted",
+        )
+        assert routed.stdout.strip() == receiver, routed.stdout + routed.stderr
+
+
+def test_rules_only_use_metrics_the_exporter_serves(make_exporter, entities, writer, conn):
+    entities.team("t1", "Search", max_budget=10.0, soft_budget=5.0, blocked=True, budget_reset_at=datetime(2026, 12, 1))
+    token = entities.key(
+        "sk-1",
+        "k",
+        team_id="t1",
+        max_budget=5.0,
+        blocked=True,
+        budget_reset_at=datetime(2026, 12, 1),
+        expires=datetime(2026, 12, 1),
+        budget_id=entities.budget("b1", soft_budget=1.0),
+    )
+    writer.record(Request(token, "gpt-4o", "gpt-4o", "openai", 1.0, 1, 1, datetime.now(timezone.utc), team_id="t1"))
+    writer.flush()
+    exporter = make_exporter()
+    poll(exporter)
+    served = set(scrape(exporter))
+    expressions = " ".join(
+        rule["expr"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]
+    )
+    named = set(re.findall(r"\blitellm_[a-z_]+\b(?![\[\w])", expressions))
+    assert named and named <= served, named - served
+    for pattern in re.findall(r'__name__=~"(litellm_[^"]+)"', expressions):
+        assert any(re.fullmatch(pattern, name) for name in served), pattern
