@@ -5,6 +5,8 @@ from __future__ import annotations
 from .collectors.base import Collector
 from .collectors.budgets import BudgetsCollector
 from .collectors.database import DatabaseCollector
+from .collectors.latency import LatencyCollector
+from .collectors.proxy import ProxyCollector
 from .collectors.usage import Clock, UsageCollector, utc_now
 from .config import Config
 from .db import Database
@@ -14,18 +16,23 @@ from .web import ExporterHTTPServer
 
 
 def build_collectors(config: Config, *, clock: Clock = utc_now) -> list[Collector]:
-    return [
+    collectors: list[Collector] = [
         DatabaseCollector(config.database_probe),
         UsageCollector(config.usage, clock=clock),
         BudgetsCollector(config.budgets),
     ]
+    if config.latency.enabled:
+        collectors.append(LatencyCollector(config.latency, clock=clock))
+    if config.proxy.targets:
+        collectors.append(ProxyCollector(config.proxy))
+    return collectors
 
 
 class Exporter:
     def __init__(self, config: Config, *, clock: Clock = utc_now) -> None:
         self.config = config
         self.db = Database(config.database)
-        self.runner = Runner(self.db, build_collectors(config, clock=clock))
+        self.runner = Runner(self.db, build_collectors(config, clock=clock), max_gauge_age=config.max_gauge_age)
         self.registry = make_registry(self.runner)
         self._server: ExporterHTTPServer | None = None
 

@@ -85,6 +85,27 @@ class DatabaseProbeConfig:
     interval: float = 15.0
 
 
+# Request latencies of LLM calls run from a quarter second to minutes.
+DEFAULT_BUCKETS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+DEFAULT_TTFT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    enabled: bool = True
+    interval: float = 30.0
+    late_margin: float = 600.0
+    buckets: tuple[float, ...] = DEFAULT_BUCKETS
+    ttft_buckets: tuple[float, ...] = DEFAULT_TTFT_BUCKETS
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    targets: tuple[str, ...] = ()
+    timeout: float = 5.0
+    interval: float = 15.0
+
+
 @dataclass(frozen=True)
 class Config:
     database: DatabaseConfig
@@ -92,6 +113,9 @@ class Config:
     usage: UsageConfig
     budgets: BudgetsConfig
     database_probe: DatabaseProbeConfig
+    latency: LatencyConfig = LatencyConfig()
+    proxy: ProxyConfig = ProxyConfig()
+    max_gauge_age: float = 300.0
 
     def with_overrides(self, *, listen: str | None = None, poll_interval: float | str | None = None) -> Config:
         """Apply command-line flags, which win over the file."""
@@ -103,9 +127,10 @@ class Config:
             seconds = _validate_flag("--poll-interval", poll_interval, schema.duration())
             config = dataclasses.replace(
                 config,
-                usage=dataclasses.replace(config.usage, interval=seconds),
-                budgets=dataclasses.replace(config.budgets, interval=seconds),
-                database_probe=dataclasses.replace(config.database_probe, interval=seconds),
+                **{
+                    name: dataclasses.replace(getattr(config, name), interval=seconds)
+                    for name in ("usage", "budgets", "database_probe", "latency", "proxy")
+                },
             )
         return config
 
@@ -117,83 +142,75 @@ def _validate_flag(name: str, value: Any, validator: schema.Validator) -> Any:
         raise ConfigError(exc.problems) from None
 
 
-_DEFAULT_MODEL_GROUP = {name: name != "end_user" for name in ENTITIES}
+def _section(fields: dict[str, Field]) -> Field:
+    """An optional section: absent means every key takes its default."""
+    return Field(schema.section(fields), {})
 
 
-def _entity_fields() -> dict[str, Field]:
-    return {
-        name: Field(
-            schema.section(
-                {
-                    "enabled": Field(schema.boolean(), True),
-                    "model_group": Field(schema.boolean(), _DEFAULT_MODEL_GROUP[name]),
-                }
-            ),
-            {},
-        )
-        for name in ENTITIES
-    }
+def _per_entity(names: tuple[str, ...], fields: Any) -> Field:
+    return _section({name: _section(fields(name)) for name in names})
 
 
 ROOT = schema.section(
     {
-        "database": Field(
-            schema.section(
-                {
-                    "dsn": Field(schema.string()),
-                    "min_conns": Field(schema.integer(minimum=0, maximum=100), 1),
-                    "max_conns": Field(schema.integer(minimum=1, maximum=100), 4),
-                    "connect_timeout": Field(schema.duration(maximum=300), 5.0),
-                    "statement_timeout": Field(schema.duration(maximum=3600), 10.0),
-                    "is_required": Field(schema.boolean(), False),
-                }
-            ),
-            {},
+        "database": _section(
+            {
+                "dsn": Field(schema.string()),
+                "min_conns": Field(schema.integer(minimum=0, maximum=100), 1),
+                "max_conns": Field(schema.integer(minimum=1, maximum=100), 4),
+                "connect_timeout": Field(schema.duration(maximum=300), 5.0),
+                "statement_timeout": Field(schema.duration(maximum=3600), 10.0),
+                "is_required": Field(schema.boolean(), False),
+            }
         ),
-        "web": Field(schema.section({"listen": Field(schema.listen_address(), DEFAULT_LISTEN)}), {}),
-        "collectors": Field(
-            schema.section(
-                {
-                    "usage": Field(
-                        schema.section(
-                            {
-                                "interval": Field(schema.duration(), 30.0),
-                                "lookback_days": Field(schema.integer(minimum=1, maximum=31), 2),
-                                "resync_interval": Field(schema.duration(), 3600.0),
-                                "entities": Field(schema.section(_entity_fields()), {}),
-                            }
+        "web": _section({"listen": Field(schema.listen_address(), DEFAULT_LISTEN)}),
+        "collectors": _section(
+            {
+                "max_gauge_age": Field(schema.duration(), 300.0),
+                "usage": _section(
+                    {
+                        "interval": Field(schema.duration(), 30.0),
+                        "lookback_days": Field(schema.integer(minimum=1, maximum=31), 2),
+                        "resync_interval": Field(schema.duration(), 3600.0),
+                        "entities": _per_entity(
+                            ENTITIES,
+                            lambda name: {
+                                "enabled": Field(schema.boolean(), True),
+                                "model_group": Field(schema.boolean(), name != "end_user"),
+                            },
                         ),
-                        {},
-                    ),
-                    "budgets": Field(
-                        schema.section(
-                            {
-                                "interval": Field(schema.duration(), 30.0),
-                                "entities": Field(
-                                    schema.section(
-                                        {
-                                            name: Field(
-                                                schema.section(
-                                                    {
-                                                        "enabled": Field(schema.boolean(), True),
-                                                        "only_with_limits": Field(schema.boolean(), True),
-                                                    }
-                                                ),
-                                                {},
-                                            )
-                                            for name in BUDGET_ENTITIES
-                                        }
-                                    ),
-                                    {},
-                                ),
-                            }
+                    }
+                ),
+                "budgets": _section(
+                    {
+                        "interval": Field(schema.duration(), 30.0),
+                        "entities": _per_entity(
+                            BUDGET_ENTITIES,
+                            lambda name: {
+                                "enabled": Field(schema.boolean(), True),
+                                "only_with_limits": Field(schema.boolean(), True),
+                            },
                         ),
-                        {},
-                    ),
-                    "database": Field(schema.section({"interval": Field(schema.duration(), 15.0)}), {}),
-                }
-            ),
-            {},
+                    }
+                ),
+                "latency": _section(
+                    {
+                        "enabled": Field(schema.boolean(), True),
+                        "interval": Field(schema.duration(), 30.0),
+                        "late_margin": Field(schema.duration(maximum=86400), 600.0),
+                        "buckets": Field(schema.buckets(), list(DEFAULT_BUCKETS)),
+                        "ttft_buckets": Field(schema.buckets(), list(DEFAULT_TTFT_BUCKETS)),
+                    }
+                ),
+                "proxy": _section(
+                    {
+                        "targets": Field(schema.url_list(), []),
+                        "timeout": Field(schema.duration(maximum=5), 5.0),
+                        "interval": Field(schema.duration(), 15.0),
+                    }
+                ),
+                "database": _section({"interval": Field(schema.duration(), 15.0)}),
+            }
         ),
     }
 )
@@ -223,7 +240,8 @@ def parse(document: Any) -> Config:
                 f"({database['max_conns']}), got {database['min_conns']}"
             ]
         )
-    usage = raw["collectors"]["usage"]
+    collectors = raw["collectors"]
+    usage, budgets, latency = collectors["usage"], collectors["budgets"], collectors["latency"]
     host, port = raw["web"]["listen"]
     return Config(
         database=DatabaseConfig(**database),
@@ -235,12 +253,15 @@ def parse(document: Any) -> Config:
             entities={name: EntityConfig(**values) for name, values in usage["entities"].items()},
         ),
         budgets=BudgetsConfig(
-            interval=raw["collectors"]["budgets"]["interval"],
-            entities={
-                name: BudgetEntityConfig(**values) for name, values in raw["collectors"]["budgets"]["entities"].items()
-            },
+            interval=budgets["interval"],
+            entities={name: BudgetEntityConfig(**values) for name, values in budgets["entities"].items()},
         ),
-        database_probe=DatabaseProbeConfig(**raw["collectors"]["database"]),
+        database_probe=DatabaseProbeConfig(**collectors["database"]),
+        latency=LatencyConfig(
+            **{**latency, "buckets": tuple(latency["buckets"]), "ttft_buckets": tuple(latency["ttft_buckets"])}
+        ),
+        proxy=ProxyConfig(**{**collectors["proxy"], "targets": tuple(collectors["proxy"]["targets"])}),
+        max_gauge_age=collectors["max_gauge_age"],
     )
 
 

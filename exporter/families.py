@@ -10,9 +10,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-Kind = Literal["counter", "gauge"]
+Kind = Literal["counter", "gauge", "histogram"]
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Cumulative bucket counts (upper bound, count) ending with +Inf, and the sum."""
+
+    buckets: tuple[tuple[float, float], ...]
+    total: float
+
+
+Value = float | Histogram
 
 
 @dataclass(frozen=True)
@@ -23,15 +34,26 @@ class Family:
     documentation: str
     kind: Kind
     labels: tuple[str, ...] = ()
-    samples: tuple[tuple[tuple[str, ...], float], ...] = field(default=())
+    samples: tuple[tuple[tuple[str, ...], Value], ...] = field(default=())
 
     def to_metric(self) -> Metric:
+        if self.kind == "histogram":
+            histogram = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
+            for values, value in self.samples:
+                assert isinstance(value, Histogram)
+                buckets = [(_bound(le), count) for le, count in value.buckets]
+                histogram.add_metric(values, buckets, value.total)
+            return histogram
         factory = CounterMetricFamily if self.kind == "counter" else GaugeMetricFamily
         metric: Metric = factory(self.name, self.documentation, labels=self.labels)
         for values, value in self.samples:
             # No created timestamp: a counter here is a database sum, not a process-local count.
             metric.add_metric(values, value)
         return metric
+
+
+def _bound(le: float) -> str:
+    return "+Inf" if le == float("inf") else repr(float(le))
 
 
 def gauge(name: str, documentation: str, value: float, **labels: str) -> Family:
@@ -44,6 +66,6 @@ def build(
     documentation: str,
     kind: Kind,
     labels: Iterable[str],
-    samples: Iterable[tuple[tuple[str, ...], float]],
+    samples: Iterable[tuple[tuple[str, ...], Value]],
 ) -> Family:
     return Family(name, documentation, kind, tuple(labels), tuple(samples))

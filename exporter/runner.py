@@ -28,8 +28,9 @@ class _State:
     success: bool = False
     duration: float = 0.0
     last_success: float | None = None
+    families_at: float | None = None  # monotonic time the families were produced
     failures: Counter[Reason] = field(default_factory=Counter)
-    failing_since_log: str | None = None
+    failing_reason: Reason | None = None
 
 
 class Runner:
@@ -39,8 +40,12 @@ class Runner:
         collectors: Sequence[Collector],
         *,
         wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        max_gauge_age: float | None = None,
     ) -> None:
         self._db = db
+        self._monotonic = monotonic
+        self._max_gauge_age = max_gauge_age
         self._collectors = list(collectors)
         self._wall_clock = wall_clock
         self._states = {c.name: _State() for c in self._collectors}
@@ -80,31 +85,34 @@ class Runner:
             families = collector.poll(self._db)
         except Exception as exc:  # every failure is reported as a metric, never raised
             duration = time.perf_counter() - started
-            replacement = collector.on_failure(exc)
+            replacement = collector.on_failure(self._db, exc)
             with self._lock:
                 state = self._states[collector.name]
                 state.polled = True
                 state.success = False
                 state.duration = duration
-                state.failures[classify(exc)] += 1
+                reason = classify(exc)
+                state.failures[reason] += 1
                 if replacement is not None:
                     state.families = tuple(replacement)
-                message = describe(exc)
-                changed = message != state.failing_since_log
-                state.failing_since_log = message
+                    state.families_at = self._monotonic()
+                # One line per change of state, not one per failed poll.
+                changed = reason != state.failing_reason
+                state.failing_reason = reason
             if changed:
-                log.warning("collector %s failed: %s", collector.name, message)
+                log.warning("collector %s failed: %s", collector.name, describe(exc))
             return False
         duration = time.perf_counter() - started
         with self._lock:
             state = self._states[collector.name]
-            recovered = state.failing_since_log is not None
+            recovered = state.failing_reason is not None
             state.families = tuple(families)
             state.polled = True
             state.success = True
             state.duration = duration
             state.last_success = self._wall_clock()
-            state.failing_since_log = None
+            state.families_at = self._monotonic()
+            state.failing_reason = None
         if recovered:
             log.info("collector %s recovered", collector.name)
         return True
@@ -118,9 +126,17 @@ class Runner:
         """Every collector's latest snapshot followed by the exporter's own metrics."""
         with self._lock:
             states = {name: replace(state, failures=Counter(state.failures)) for name, state in self._states.items()}
+        now = self._monotonic()
         result: list[Family] = []
         for state in states.values():
-            result.extend(state.families)
+            stale = (
+                self._max_gauge_age is not None
+                and state.families_at is not None
+                and now - state.families_at > self._max_gauge_age
+            )
+            # Counters stay true while the database is away (they only ever grow there);
+            # a gauge that old may no longer be, so it is dropped rather than served stale.
+            result.extend(f for f in state.families if not (stale and f.kind == "gauge"))
         result.extend(self._self_metrics(states))
         return result
 

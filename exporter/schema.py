@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -153,6 +154,47 @@ def duration(*, minimum: float = 0.0, maximum: float | None = None) -> Validator
 
 def _format_seconds(seconds: float) -> str:
     return f"{seconds:g}s"
+
+
+def buckets() -> Validator:
+    """Histogram upper bounds: a non-empty list of distinct positive numbers."""
+
+    def check(path: str, value: Any) -> list[float]:
+        if not isinstance(value, list) or not value:
+            raise _Invalid(path, f"expected a non-empty list of numbers, got {_describe(value)}")
+        result = []
+        for index, item in enumerate(value):
+            if isinstance(item, bool) or not isinstance(item, (int, float)) or not math.isfinite(item) or item <= 0:
+                raise _Invalid(f"{path}[{index}]", f"expected a positive number of seconds, got {_describe(item)}")
+            result.append(float(item))
+        if len(set(result)) != len(result):
+            raise _Invalid(path, "bucket bounds must be distinct")
+        return sorted(result)
+
+    return check
+
+
+def url_list() -> Validator:
+    """A list of http:// or https:// base URLs."""
+
+    def check(path: str, value: Any) -> list[str]:
+        if not isinstance(value, list):
+            raise _Invalid(path, f"expected a list of URLs, got {_describe(value)}")
+        result = []
+        for index, item in enumerate(value):
+            item_path = f"{path}[{index}]"
+            if not isinstance(item, str):
+                raise _Invalid(item_path, f"expected a URL, got {_describe(item)}")
+            url = expand_env(item_path, item).strip()
+            parsed = urllib.parse.urlsplit(url)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise _Invalid(item_path, f"expected an http:// or https:// URL, got {_describe(url)}")
+            result.append(url.rstrip("/"))
+        if len(set(result)) != len(result):
+            raise _Invalid(path, "targets must be distinct")
+        return result
+
+    return check
 
 
 def listen_address() -> Validator:

@@ -133,7 +133,7 @@ def test_command_serves_counters_that_match_the_database(running, litellm_dsn, w
     samples = exporter.samples()
     assert samples["litellm_db_up"] == {frozenset(): 1.0}
     assert samples["litellm_exporter_collector_success"] == {
-        frozenset({("collector", name)}): 1.0 for name in ("usage", "database", "budgets")
+        frozenset({("collector", name)}): 1.0 for name in ("usage", "database", "budgets", "latency")
     }
     assert set(samples["litellm_exporter_collector_duration_seconds"]) == set(
         samples["litellm_exporter_collector_last_success_timestamp_seconds"]

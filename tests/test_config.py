@@ -85,7 +85,7 @@ BAD = [
     ),
     (
         {"database": {"dsn": DSN}, "collectors": {"budget": {}}},
-        "collectors.budget: unknown key (expected one of: budgets, database, usage)",
+        "collectors.budget: unknown key (expected one of: budgets, database, latency, max_gauge_age, proxy, usage)",
     ),
     (
         {"database": {"dsn": DSN}, "collectors": {"budgets": {"entities": {"team_member": {"only_with_limits": 1}}}}},

@@ -22,6 +22,6 @@ class Collector(ABC):
     def poll(self, db: Database) -> list[Family]:
         """Query the database and return the families to serve until the next poll."""
 
-    def on_failure(self, exc: BaseException) -> list[Family] | None:
+    def on_failure(self, db: Database, exc: BaseException) -> list[Family] | None:
         """Families to serve after a failed poll; None keeps serving the last good snapshot."""
         return None

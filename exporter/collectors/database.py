@@ -1,13 +1,35 @@
-"""Whether the LiteLLM database answers: ``litellm_db_up``."""
+"""Probes of the LiteLLM database: is it up, how fast does it answer, how big is it, and is
+the proxy still writing to it.
+
+Everything here is read from the catalogue or through an index: the spend-log row count is
+PostgreSQL's estimate (``pg_class.reltuples``), never ``count(*)``, and the newest
+``startTime`` comes from the ``startTime`` index.
+"""
 
 from __future__ import annotations
 
+import time
+
 from ..config import DatabaseProbeConfig
 from ..db import Database
-from ..families import Family, gauge
+from ..families import Family, build, gauge
 from .base import Collector
 
 _UP_HELP = "Whether the exporter's last probe of the LiteLLM database succeeded (1) or not (0)."
+SPEND_LOGS = '"LiteLLM_SpendLogs"'
+
+# The table and, when it is range-partitioned, every partition below it.
+_SPEND_LOGS_SIZE = """
+WITH parts AS (
+    SELECT to_regclass(%(t)s) AS oid
+    UNION
+    SELECT relid FROM pg_partition_tree(to_regclass(%(t)s))
+)
+SELECT
+    sum(c.reltuples) FILTER (WHERE c.relkind = 'r' AND c.reltuples >= 0)::float8,
+    sum(pg_total_relation_size(c.oid))::float8
+FROM pg_class c JOIN parts p ON p.oid = c.oid
+"""
 
 
 class DatabaseCollector(Collector):
@@ -18,8 +40,81 @@ class DatabaseCollector(Collector):
 
     def poll(self, db: Database) -> list[Family]:
         with db.snapshot() as conn:
+            started = time.perf_counter()
             conn.execute("SELECT 1").fetchone()
-        return [gauge("litellm_db_up", _UP_HELP, 1.0)]
+            latency = time.perf_counter() - started
+            version, size = conn.execute(
+                "SELECT current_setting('server_version'), pg_database_size(current_database())::float8"
+            ).fetchone()
+            rows, table_bytes = conn.execute(_SPEND_LOGS_SIZE, {"t": SPEND_LOGS}).fetchone()
+            latest = None
+            if table_bytes is not None:
+                latest = conn.execute(
+                    f'SELECT extract(epoch FROM max("startTime"))::float8 FROM {SPEND_LOGS}'
+                ).fetchone()[0]
+        families = [
+            gauge("litellm_db_up", _UP_HELP, 1.0),
+            gauge("litellm_db_probe_duration_seconds", "How long a trivial query took on the last probe.", latency),
+            gauge("litellm_db_info", "The database server's version; always 1.", 1.0, version=version),
+            gauge("litellm_db_size_bytes", "The LiteLLM database's size on disk.", size),
+            _optional(
+                "litellm_spend_logs_estimated_rows",
+                "PostgreSQL's estimate of the rows in LiteLLM_SpendLogs (all partitions), from pg_class.",
+                rows,
+            ),
+            _optional(
+                "litellm_spend_logs_size_bytes",
+                "LiteLLM_SpendLogs' size on disk with its indexes and partitions.",
+                table_bytes,
+            ),
+            _optional(
+                "litellm_spend_logs_latest_timestamp_seconds",
+                "The newest startTime in LiteLLM_SpendLogs, as a Unix time: stops moving when the proxy stops writing.",
+                latest,
+            ),
+        ]
+        return families + pool_families(db)
 
-    def on_failure(self, exc: BaseException) -> list[Family]:
-        return [gauge("litellm_db_up", _UP_HELP, 0.0)]
+    def on_failure(self, db: Database, exc: BaseException) -> list[Family]:
+        return [gauge("litellm_db_up", _UP_HELP, 0.0), *pool_families(db)]
+
+
+def _optional(name: str, documentation: str, value: float | None) -> Family:
+    return build(name, documentation, "gauge", (), [((), value)] if value is not None else [])
+
+
+def pool_families(db: Database) -> list[Family]:
+    """The connection pool's state; it lives in this process, so it is there when the database is not."""
+    stats = db.pool.get_stats()
+    return [
+        build(
+            "litellm_exporter_db_pool_connections",
+            "Connections in the exporter's pool, by state.",
+            "gauge",
+            ("state",),
+            [
+                (("open",), float(stats.get("pool_size", 0))),
+                (("idle",), float(stats.get("pool_available", 0))),
+            ],
+        ),
+        gauge("litellm_exporter_db_pool_max_connections", "The pool's maximum size.", float(stats.get("pool_max", 0))),
+        gauge(
+            "litellm_exporter_db_pool_requests_waiting",
+            "Collectors waiting for a connection from the pool.",
+            float(stats.get("requests_waiting", 0)),
+        ),
+        build(
+            "litellm_exporter_db_pool_connection_errors",
+            "Failed attempts to open a connection to the database.",
+            "counter",
+            (),
+            [((), float(stats.get("connections_errors", 0)))],
+        ),
+        build(
+            "litellm_exporter_db_pool_connections_lost",
+            "Pooled connections found broken.",
+            "counter",
+            (),
+            [((), float(stats.get("connections_lost", 0)))],
+        ),
+    ]

@@ -93,6 +93,8 @@ class _TableState:
     measures: tuple[str, ...]
     base: dict[Group, list[float]]
     window: dict[str, _Row]
+    # The newest updated_at among the window's rows: stops moving when the proxy stops writing.
+    latest_update: float | None = None
 
     def totals(self) -> dict[Group, list[float]]:
         totals = {group: list(values) for group, values in self.base.items()}
@@ -193,17 +195,23 @@ class UsageCollector(Collector):
 
     def _read_window(self, conn: psycopg.Connection, source: Source, cutoff: str, previous: _TableState) -> _TableState:
         table = sql.Identifier(source.table)
-        query = sql.SQL("SELECT id, date, {groups}, {measures} FROM {table} WHERE date >= %s").format(
+        query = sql.SQL(
+            "SELECT id, date, extract(epoch FROM updated_at)::float8, {groups}, {measures}"
+            " FROM {table} WHERE date >= %s"
+        ).format(
             groups=sql.SQL(", ").join(_coalesced(c) for c in source.group_columns),
             measures=sql.SQL(", ").join(sql.Identifier(m) for m in previous.measures),
             table=table,
         )
         width = len(source.group_columns)
         window: dict[str, _Row] = {}
+        latest = previous.latest_update
         for record in conn.execute(query, (cutoff,)):
             window[record[0]] = _Row(
-                record[1], tuple(record[2 : 2 + width]), tuple(float(v) for v in record[2 + width :])
+                record[1], tuple(record[3 : 3 + width]), tuple(float(v) for v in record[3 + width :])
             )
+            if latest is None or record[2] > latest:
+                latest = record[2]
         base = previous.base
         folded = False
         for row_id, row in previous.window.items():
@@ -218,7 +226,7 @@ class UsageCollector(Collector):
                 base = {group: list(values) for group, values in base.items()}
                 folded = True
             _add(base, row.group, row.values)
-        return _TableState(previous.measures, base, window)
+        return _TableState(previous.measures, base, window, latest)
 
     def _read_metadata(
         self, conn: psycopg.Connection
@@ -303,6 +311,19 @@ class UsageCollector(Collector):
                     (lambda g: (g[0], g[2])) if user_config.model_group else (lambda g: (g[0],)),
                     lambda ids: ids,
                 )
+        families.append(
+            build(
+                "litellm_daily_spend_latest_update_timestamp_seconds",
+                "The newest updated_at among a daily spend table's recent rows, as a Unix time.",
+                "gauge",
+                ("table",),
+                [
+                    ((table,), state.latest_update)
+                    for table, state in sorted(self._tables.items())
+                    if state.latest_update is not None
+                ],
+            )
+        )
         for entity, source in ENTITY_SOURCES.items():
             state = self._tables.get(source.table)
             entity_config = self._config.entity(entity)
