@@ -73,8 +73,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    # The pool logs every failed reconnection attempt; the runner logs state changes instead.
-    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
 
     exporter = Exporter(config)
     try:

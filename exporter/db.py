@@ -16,6 +16,9 @@ from .config import DatabaseConfig
 APPLICATION_NAME = "litellm-exporter"
 
 log = logging.getLogger(__name__)
+# The pool logs every failed connection attempt, over several lines; the runner logs one
+# line per change of state instead.
+logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
 
 
 def redact_dsn(dsn: str) -> str:

@@ -94,8 +94,9 @@ class Runner:
                 reason = classify(exc)
                 state.failures[reason] += 1
                 if replacement is not None:
+                    # What a collector reports about its own failure is current, never stale.
                     state.families = tuple(replacement)
-                    state.families_at = self._monotonic()
+                    state.families_at = None
                 # One line per change of state, not one per failed poll.
                 changed = reason != state.failing_reason
                 state.failing_reason = reason

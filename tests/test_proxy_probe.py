@@ -1,0 +1,149 @@
+"""Proxy probes against real HTTP servers that answer as LiteLLM's health endpoints do."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from exporter.collectors.proxy import ProxyCollector
+from exporter.config import ProxyConfig
+
+from .test_cli import free_port
+
+READINESS_1_106 = {"status": "healthy", "db": "connected"}
+READINESS_OLD = {
+    "status": "connected",
+    "db": "connected",
+    "cache": None,
+    "litellm_version": "1.55.8",
+    "success_callbacks": ["langfuse"],
+    "last_updated": "2026-11-24T10:00:00",
+}
+
+
+class FakeProxy:
+    """A LiteLLM-like proxy: ``behaviour`` picks how /health/readiness answers."""
+
+    def __init__(self, behaviour: str, delay: float = 0.0) -> None:
+        self.paths: list[str] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                fake.paths.append(self.path)
+                if delay:
+                    time.sleep(delay)
+                if self.path in ("/health/liveliness", "/health/liveness"):
+                    self._reply(200, json.dumps("I'm alive!").encode())
+                elif self.path == "/health/readiness":
+                    if behaviour == "healthy":
+                        self._reply(200, json.dumps(READINESS_1_106).encode())
+                    elif behaviour == "old":
+                        self._reply(200, json.dumps(READINESS_OLD).encode())
+                    elif behaviour == "db_down":
+                        self._reply(503, json.dumps({"status": "unhealthy", "db": "Not connected"}).encode())
+                    elif behaviour == "garbage":
+                        self._reply(200, b"<html>\x00\xff not json")
+                else:
+                    self._reply(404, b"{}")
+
+            def _reply(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_proxy() -> Iterator:
+    made: list[FakeProxy] = []
+
+    def make(behaviour: str, delay: float = 0.0) -> FakeProxy:
+        made.append(FakeProxy(behaviour, delay))
+        return made[-1]
+
+    yield make
+    for proxy in made:
+        proxy.close()
+
+
+def by_target(families, name: str) -> dict[tuple[str, ...], float]:
+    family = next(f for f in families if f.name == name)
+    return dict(family.samples)
+
+
+def test_probes_report_up_ready_database_and_version(fake_proxy):
+    new, old, down, garbage = (fake_proxy(b) for b in ("healthy", "old", "db_down", "garbage"))
+    refused = f"http://127.0.0.1:{free_port()}"
+    targets = (new.url, old.url, down.url, garbage.url, refused)
+    families = ProxyCollector(ProxyConfig(targets=targets, timeout=2.0)).poll(db=None)
+
+    assert by_target(families, "litellm_proxy_up") == {
+        (new.url,): 1.0,
+        (old.url,): 1.0,
+        (down.url,): 1.0,
+        (garbage.url,): 1.0,
+        (refused,): 0.0,
+    }
+    assert by_target(families, "litellm_proxy_ready") == {
+        (new.url,): 1.0,
+        (old.url,): 1.0,
+        (down.url,): 0.0,
+        (garbage.url,): 0.0,
+        (refused,): 0.0,
+    }
+    assert by_target(families, "litellm_proxy_db_connected") == {(new.url,): 1.0, (old.url,): 1.0, (down.url,): 0.0}
+    assert by_target(families, "litellm_proxy_info") == {(old.url, "1.55.8"): 1.0}
+    assert set(by_target(families, "litellm_proxy_probe_duration_seconds")) == {(t,) for t in targets}
+    for proxy in (new, old, down, garbage):
+        assert proxy.paths == ["/health/liveliness", "/health/readiness"]  # never /health
+
+
+def test_a_slow_proxy_does_not_delay_the_others(fake_proxy):
+    slow = fake_proxy("healthy", delay=5.0)
+    fast = fake_proxy("healthy")
+    collector = ProxyCollector(ProxyConfig(targets=(slow.url, fast.url), timeout=1.0))
+    started = time.monotonic()
+    families = collector.poll(db=None)
+    elapsed = time.monotonic() - started
+    durations = by_target(families, "litellm_proxy_probe_duration_seconds")
+    assert durations[(fast.url,)] < 0.5
+    assert 0.9 <= durations[(slow.url,)] < 2.5
+    assert elapsed < 2.5  # the probes ran side by side, each within its timeout
+    assert by_target(families, "litellm_proxy_up") == {(slow.url,): 0.0, (fast.url,): 1.0}
+
+
+def test_proxy_probes_are_served_by_the_exporter(fake_proxy, make_exporter, litellm_dsn):
+    from exporter.config import parse
+
+    from .conftest import poll, scrape
+
+    proxy = fake_proxy("old")
+    exporter = make_exporter(
+        parse(
+            {"database": {"dsn": litellm_dsn}, "collectors": {"proxy": {"targets": [proxy.url + "/"], "timeout": "2s"}}}
+        )
+    )
+    poll(exporter)
+    samples = scrape(exporter)
+    assert samples["litellm_proxy_up"] == {frozenset({("target", proxy.url)}): 1.0}
+    assert samples["litellm_proxy_info"] == {frozenset({("target", proxy.url), ("version", "1.55.8")}): 1.0}
+    assert samples["litellm_exporter_collector_success"][frozenset({("collector", "proxy")})] == 1.0
