@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+
 from .collectors.base import Collector
 from .collectors.budgets import BudgetsCollector
 from .collectors.database import DatabaseCollector
@@ -59,3 +62,15 @@ class Exporter:
             self._server.server_close()
         self.runner.stop()
         self.db.close()
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT, for a clean shutdown."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop

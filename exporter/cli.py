@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 
 import psycopg_pool
 
 from . import __version__
-from .app import Exporter
+from .app import Exporter, stop_on_signals
 from .config import ConfigError, load
 
 EXIT_OK = 0
@@ -26,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="litellm-exporter",
         description="Prometheus exporter for the LiteLLM proxy's PostgreSQL database.",
+        epilog="litellm-exporter demo --help: run against a scratch database filled with generated traffic.",
     )
     parser.add_argument(
         "--config", default="config.yaml", metavar="PATH", help="configuration file (default: %(default)s)"
@@ -49,19 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _numeric(value: str | None) -> float | str | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return value
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"]:
+        from . import demo
+
+        return demo.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
-        config = load(args.config).with_overrides(listen=args.listen, poll_interval=_numeric(args.poll_interval))
+        config = load(args.config).with_overrides(listen=args.listen, poll_interval=args.poll_interval)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"litellm-exporter: {problem}", file=sys.stderr)
@@ -90,13 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_RUNTIME
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals()
     log.info("serving on http://%s:%d/metrics, reading %s", config.web.host, exporter.port, exporter.db.display_dsn)
     stop.wait()
     log.info("shutting down")

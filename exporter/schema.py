@@ -114,16 +114,16 @@ def integer(*, minimum: int | None = None, maximum: int | None = None) -> Valida
     return check
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_duration(text: str) -> float | None:
-    """Seconds in a duration such as ``500ms``, ``30s``, ``5m``, ``1h`` or ``1d``."""
+    """Seconds in a duration such as ``500ms``, ``30s``, ``5m``, ``1h``, ``1d``, or ``30`` (seconds)."""
     match = _DURATION.match(text)
     if match is None:
         return None
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
 
 
 def duration(*, minimum: float = 0.0, maximum: float | None = None) -> Validator:

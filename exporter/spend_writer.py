@@ -447,3 +447,28 @@ def random_requests(rng: random.Random, world: World, count: int, start: datetim
     """``count`` requests with start times spread over [start, end)."""
     span = (end - start).total_seconds()
     return [random_request(rng, world, start + timedelta(seconds=rng.random() * span)) for _ in range(count)]
+
+
+def add_budgets(conn: psycopg.Connection, world: World, now: datetime) -> None:
+    """Give the world's teams and some keys budgets, one key an expiry, and add a blocked key."""
+    naive = _naive_utc(now)
+    teams = sorted({c.team_id for c in world.callers if c.team_id})
+    for i, team_id in enumerate(teams):
+        max_budget = 2.0 * (i + 1)
+        conn.execute(
+            'UPDATE "LiteLLM_TeamTable" SET max_budget = %s, soft_budget = %s, budget_duration = %s,'
+            " budget_reset_at = %s, tpm_limit = %s, rpm_limit = %s WHERE team_id = %s",
+            (max_budget, 0.8 * max_budget, "30d", naive + timedelta(days=10 + i), 100_000, 600, team_id),
+        )
+    for i, caller in enumerate(world.callers):
+        if i % 3 == 0:
+            conn.execute(
+                'UPDATE "LiteLLM_VerificationToken" SET max_budget = %s, budget_duration = %s, budget_reset_at = %s'
+                " WHERE token = %s",
+                (1.0 + i, "7d", naive + timedelta(days=3), caller.api_key),
+            )
+    conn.execute(
+        'UPDATE "LiteLLM_VerificationToken" SET expires = %s WHERE token = %s',
+        (naive + timedelta(days=3), world.callers[-1].api_key),
+    )
+    Entities(conn).key("sk-demo-blocked", "blocked key", blocked=True)

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import config as config_module
 from exporter.app import Exporter
+from exporter.litellm_schema import apply_migrations
 from exporter.spend_writer import Entities, SpendWriter, World, seed_world
 
 from . import pg
@@ -31,7 +32,7 @@ def litellm_template(admin_dsn: str) -> Iterator[str]:
     name = pg.unique_name("litellm_exporter_tmpl")
     dsn = pg.create_database(admin_dsn, name)
     try:
-        pg.apply_migrations(dsn, pg.migration_files())
+        apply_migrations(dsn)
         yield name
     finally:
         pg.drop_database(admin_dsn, name)

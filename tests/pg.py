@@ -11,8 +11,6 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib import resources
-from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -55,20 +53,6 @@ def with_database(dsn: str, dbname: str) -> str:
     params = conninfo_to_dict(dsn)
     params["dbname"] = dbname
     return make_conninfo(**params)
-
-
-def migration_files(package: str = "litellm_proxy_extras") -> list[Path]:
-    """Every ``migration.sql`` that the installed litellm-proxy-extras ships, in order."""
-    root = Path(str(resources.files(package) / "migrations"))
-    return sorted(p / "migration.sql" for p in root.iterdir() if (p / "migration.sql").is_file())
-
-
-def apply_migrations(dsn: str, files: list[Path]) -> None:
-    # One file at a time in autocommit: a few are a single CREATE INDEX CONCURRENTLY,
-    # which cannot run inside a transaction.
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        for path in files:
-            conn.execute(path.read_text(encoding="utf-8"))
 
 
 def unique_name(prefix: str) -> str:

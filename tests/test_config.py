@@ -147,7 +147,11 @@ def test_missing_file(tmp_path, capsys):
     ("flags", "message"),
     [
         (["--listen", "localhost"], "--listen: expected HOST:PORT with a port from 1 to 65535, got 'localhost'"),
-        (["--poll-interval", "-1"], "--poll-interval: must be longer than 0s, got the number -1.0"),
+        (
+            ["--poll-interval", "-1"],
+            "--poll-interval: invalid duration '-1' (use a number of seconds or a unit: 500ms, 30s, 5m, 1h, 1d)",
+        ),
+        (["--poll-interval", "0"], "--poll-interval: must be longer than 0s, got '0'"),
         (
             ["--poll-interval", "fast"],
             "--poll-interval: invalid duration 'fast' (use a number of seconds or a unit: 500ms, 30s, 5m, 1h, 1d)",

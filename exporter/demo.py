@@ -1,0 +1,150 @@
+"""``litellm-exporter demo``: live metrics from a scratch LiteLLM database, in one command.
+
+Creates a scratch database on the PostgreSQL it is given (or on an embedded one from the
+``pgserver`` package), applies LiteLLM's schema from ``litellm-proxy-extras``, writes
+LiteLLM-shaped traffic into it as the proxy would, and runs the exporter against it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import random
+import sys
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from .app import Exporter, stop_on_signals
+from .config import DEFAULT_PORT, ConfigError, parse
+from .db import redact_dsn
+from .litellm_schema import SchemaPackageMissing, apply_migrations, migration_files
+from .spend_writer import SpendWriter, add_budgets, random_requests, seed_world
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="litellm-exporter demo",
+        description="Run the exporter against a scratch LiteLLM database filled with generated traffic.",
+    )
+    parser.add_argument(
+        "--dsn",
+        metavar="DSN",
+        help="a PostgreSQL server where a scratch database may be created (default: an embedded one)",
+    )
+    parser.add_argument("--listen", default=f"127.0.0.1:{DEFAULT_PORT}", metavar="HOST:PORT")
+    parser.add_argument("--rate", type=float, default=5.0, help="requests per second to generate (default: 5)")
+    parser.add_argument("--poll-interval", default="5s", metavar="SECONDS", help="collectors' interval (default: 5s)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch database when the demo stops")
+    return parser
+
+
+@contextlib.contextmanager
+def _server(dsn: str | None) -> Iterator[str]:
+    if dsn:
+        yield dsn
+        return
+    try:
+        import pgserver
+    except ImportError:
+        raise SystemExit(
+            "litellm-exporter demo: no --dsn given and the embedded PostgreSQL is not installed "
+            "(pip install 'litellm-exporter[demo]')"
+        ) from None
+    with tempfile.TemporaryDirectory(prefix="litellm-exporter-demo-") as data:
+        server = pgserver.get_server(data, cleanup_mode="stop")
+        try:
+            yield server.get_uri()
+        finally:
+            server.cleanup()
+
+
+def _with_database(dsn: str, name: str) -> str:
+    params = conninfo_to_dict(dsn)
+    params["dbname"] = name
+    return make_conninfo(**params)
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        files = migration_files()
+    except SchemaPackageMissing as exc:
+        print(f"litellm-exporter demo: {exc}", file=sys.stderr)
+        return 2
+    stop = stop_on_signals()
+    with _server(args.dsn) as admin:
+        name = f"litellm_demo_{uuid.uuid4().hex[:8]}"
+        try:
+            with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        except psycopg.Error as exc:
+            print(
+                f"litellm-exporter demo: cannot create a database on {redact_dsn(admin)}: {_line(exc)}", file=sys.stderr
+            )
+            return 1
+        dsn = _with_database(admin, name)
+        try:
+            return _run(args, dsn, files, stop)
+        finally:
+            if not args.keep:
+                with psycopg.connect(admin, autocommit=True) as conn:
+                    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            else:
+                print(f"kept the scratch database: {redact_dsn(dsn)}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace, dsn: str, files: list, stop: threading.Event) -> int:
+    print(f"applying {len(files)} LiteLLM migrations to {redact_dsn(dsn)} ...", file=sys.stderr)
+    apply_migrations(dsn, files)
+    rng = random.Random()
+    now = datetime.now(timezone.utc)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        world = seed_world(conn, rng)
+        add_budgets(conn, world, now)
+        writer = SpendWriter(conn)
+        history = random_requests(rng, world, 2000, now - timedelta(days=7), now)
+        for i in range(0, len(history), 200):
+            writer.record(*history[i : i + 200])
+            writer.flush(now)
+        try:
+            config = parse({"database": {"dsn": dsn}}).with_overrides(
+                listen=args.listen, poll_interval=args.poll_interval
+            )
+        except ConfigError as exc:
+            for problem in exc.problems:
+                print(f"litellm-exporter demo: {problem}", file=sys.stderr)
+            return 2
+        exporter = Exporter(config)
+        try:
+            exporter.start()
+        except OSError as exc:
+            print(f"litellm-exporter demo: cannot listen on {args.listen}: {exc.strerror}", file=sys.stderr)
+            return 1
+        print(f"metrics at http://{config.web.host}:{exporter.port}/metrics (Ctrl-C stops)", file=sys.stderr)
+        written, spend = len(history), sum(r.spend for r in history)
+        try:
+            # Flush every 2 seconds, as the proxy's batch writer does.
+            while not stop.wait(2.0):
+                count = max(1, round(rng.expovariate(1.0) * args.rate * 2))
+                end = datetime.now(timezone.utc)
+                batch = random_requests(rng, world, count, end - timedelta(seconds=30), end)
+                writer.record(*batch)
+                writer.flush(end)
+                written += len(batch)
+                spend += sum(r.spend for r in batch)
+                print(f"\rwrote {written} requests, {spend:.2f} USD", end="", file=sys.stderr, flush=True)
+        finally:
+            print(file=sys.stderr)
+            exporter.stop()
+    return 0
+
+
+def _line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
