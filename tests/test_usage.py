@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from datetime import datetime, timedelta, timezone
 
@@ -337,3 +338,35 @@ def test_random_traffic_soak(make_exporter, litellm_dsn, clock, conn):
         poll(exporter)
         assert mismatches(conn, scrape(exporter)) == []
     Entities(conn)  # the helper is importable alongside the writer
+
+
+def test_a_table_that_appears_later_is_picked_up_without_waiting_for_the_resync(
+    make_exporter, writer, rng, world, clock, conn
+):
+    # The exporter may start before the proxy has run its migrations.
+    conn.execute('ALTER TABLE "LiteLLM_DailyTagSpend" RENAME TO "LiteLLM_DailyTagSpend_later"')
+    load_history(writer_without_tags(conn), rng, world, clock, days=2)
+    exporter = make_exporter(resync_interval=86400.0)
+    poll(exporter)
+    assert "litellm_tag_spend_usd_total" not in scrape(exporter)
+    conn.execute('ALTER TABLE "LiteLLM_DailyTagSpend_later" RENAME TO "LiteLLM_DailyTagSpend"')
+    load_history(writer, rng, world, clock, days=1)
+    clock.advance(minutes=1)
+    poll(exporter)
+    samples = scrape(exporter)
+    assert samples["litellm_tag_spend_usd_total"]
+    assert mismatches(conn, samples) == []
+
+
+def writer_without_tags(conn):
+    """A writer for a database whose tag table is not there yet."""
+
+    class NoTags(SpendWriter):
+        def _upsert_daily(self, table, column, batch, now):
+            if table != "LiteLLM_DailyTagSpend":
+                super()._upsert_daily(table, column, batch, now)
+
+        def _increment_entities(self, batch):
+            super()._increment_entities([dataclasses.replace(r, tags=()) for r in batch])
+
+    return NoTags(conn)

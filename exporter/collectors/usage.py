@@ -157,11 +157,16 @@ class UsageCollector(Collector):
                 tables = {s.table: self._read_full(conn, s, cutoff) for s in self._sources()}
                 tables = {name: state for name, state in tables.items() if state is not None}
             else:
-                tables = {
-                    s.table: self._read_window(conn, s, cutoff, self._tables[s.table])
-                    for s in self._sources()
-                    if s.table in self._tables
-                }
+                tables = {}
+                for source in self._sources():
+                    if source.table in self._tables:
+                        tables[source.table] = self._read_window(conn, source, cutoff, self._tables[source.table])
+                    else:
+                        # Missing at the last look (the proxy may not have migrated yet): a
+                        # catalogue query per poll until it appears, then one full read.
+                        state = self._read_full(conn, source, cutoff)
+                        if state is not None:
+                            tables[source.table] = state
             key_meta, team_alias, org_alias = self._read_metadata(conn)
         # State changes only after every read succeeded: a failed poll leaves it untouched.
         self._tables = tables

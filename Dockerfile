@@ -1,0 +1,18 @@
+FROM python:3.12-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY exporter ./exporter
+RUN pip install . \
+    && useradd --system --no-create-home --uid 10001 exporter \
+    && mkdir -p /etc/litellm-exporter
+COPY config.yaml /etc/litellm-exporter/config.yaml
+
+USER 10001
+EXPOSE 8748
+HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8748/healthz', timeout=2)"]
+ENTRYPOINT ["litellm-exporter"]
+CMD ["--config", "/etc/litellm-exporter/config.yaml", "--listen", "0.0.0.0:8748"]

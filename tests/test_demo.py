@@ -1,0 +1,81 @@
+"""``litellm-exporter demo``: one command to live metrics, and nothing left behind."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import psycopg
+
+from .test_cli import free_port
+
+
+def demo_databases(admin_dsn: str) -> set[str]:
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        return {r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'litellm_demo_%'")}
+
+
+def test_demo_serves_live_metrics_and_drops_its_database(admin_dsn, tmp_path):
+    before = demo_databases(admin_dsn)
+    port = free_port()
+    err = (tmp_path / "demo.err").open("w")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "exporter.cli",
+            "demo",
+            "--dsn",
+            admin_dsn,
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--poll-interval",
+            "0.5",
+            "--rate",
+            "20",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=err,
+    )
+    try:
+        import urllib.request
+
+        from prometheus_client.parser import text_string_to_metric_families
+
+        def total_spend() -> float:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                text = response.read().decode()
+            return sum(
+                s.value
+                for f in text_string_to_metric_families(text)
+                for s in f.samples
+                if s.name == "litellm_spend_usd_total"
+            )
+
+        deadline = time.monotonic() + 120
+        first = None
+        while time.monotonic() < deadline:
+            assert process.poll() is None, (tmp_path / "demo.err").read_text()
+            try:
+                spend = total_spend()
+            except OSError:
+                spend = 0.0
+            if spend > 0 and first is None:
+                first = spend
+            elif first is not None and spend > first:
+                break  # live traffic is moving the counters
+            time.sleep(0.5)
+        else:
+            raise AssertionError("the demo's counters never moved")
+        assert len(demo_databases(admin_dsn) - before) == 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        err.close()
+    log = (tmp_path / "demo.err").read_text()
+    assert "applying" in log and "LiteLLM migrations" in log
+    assert "wrote " in log and " requests, " in log
+    assert "Traceback" not in log
+    assert demo_databases(admin_dsn) == before
