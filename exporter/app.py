@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 
+from .cardinality import SeriesCap
 from .collectors.base import Collector
 from .collectors.budgets import BudgetsCollector
 from .collectors.database import DatabaseCollector
@@ -18,11 +19,11 @@ from .runner import Runner
 from .web import ExporterHTTPServer
 
 
-def build_collectors(config: Config, *, clock: Clock = utc_now) -> list[Collector]:
+def build_collectors(config: Config, cap: SeriesCap, *, clock: Clock = utc_now) -> list[Collector]:
     collectors: list[Collector] = [
         DatabaseCollector(config.database_probe),
-        UsageCollector(config.usage, clock=clock),
-        BudgetsCollector(config.budgets),
+        UsageCollector(config.usage, clock=clock, cap=cap),
+        BudgetsCollector(config.budgets, cap=cap),
     ]
     if config.latency.enabled:
         collectors.append(LatencyCollector(config.latency, clock=clock))
@@ -35,7 +36,13 @@ class Exporter:
     def __init__(self, config: Config, *, clock: Clock = utc_now) -> None:
         self.config = config
         self.db = Database(config.database)
-        self.runner = Runner(self.db, build_collectors(config, clock=clock), max_gauge_age=config.max_gauge_age)
+        cap = SeriesCap()
+        self.runner = Runner(
+            self.db,
+            build_collectors(config, cap, clock=clock),
+            max_gauge_age=config.max_gauge_age,
+            self_metrics=cap.families,
+        )
         self.registry = make_registry(self.runner)
         self._server: ExporterHTTPServer | None = None
 

@@ -49,6 +49,7 @@ class WebConfig:
 class EntityConfig:
     enabled: bool = True
     model_group: bool = True
+    max_series: int | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class UsageConfig:
     interval: float = 30.0
     lookback_days: int = 2
     resync_interval: float = 3600.0
+    global_max_series: int | None = 100
     entities: dict[str, EntityConfig] = dataclasses.field(default_factory=dict)
 
     def entity(self, name: str) -> EntityConfig:
@@ -70,6 +72,7 @@ class BudgetEntityConfig:
     enabled: bool = True
     # Only rows with a budget, a limit, an expiry or a block: 100k plain keys are not 100k series.
     only_with_limits: bool = True
+    max_series: int | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,20 @@ class Config:
         return config
 
 
+# Label sets per entity family (each has five counters, or one row of up to nine budget
+# gauges): the README's series budget adds these up for a 10k-key, 1k-team deployment.
+USAGE_MAX_SERIES = {"key": 1500, "team": 2500, "user": 1000, "organization": 200, "end_user": 500, "tag": 200}
+BUDGET_MAX_SERIES = {
+    "key": 500,
+    "team": 500,
+    "user": 200,
+    "organization": 100,
+    "end_user": 200,
+    "team_member": 200,
+    "tag": 100,
+}
+
+
 def _validate_flag(name: str, value: Any, validator: schema.Validator) -> Any:
     try:
         return schema.validate_one(name, value, validator)
@@ -172,11 +189,13 @@ ROOT = schema.section(
                         "interval": Field(schema.duration(), 30.0),
                         "lookback_days": Field(schema.integer(minimum=1, maximum=31), 2),
                         "resync_interval": Field(schema.duration(), 3600.0),
+                        "global_max_series": Field(schema.integer(minimum=1), 100),
                         "entities": _per_entity(
                             ENTITIES,
                             lambda name: {
                                 "enabled": Field(schema.boolean(), True),
                                 "model_group": Field(schema.boolean(), name != "end_user"),
+                                "max_series": Field(schema.integer(minimum=1), USAGE_MAX_SERIES[name]),
                             },
                         ),
                     }
@@ -189,6 +208,7 @@ ROOT = schema.section(
                             lambda name: {
                                 "enabled": Field(schema.boolean(), True),
                                 "only_with_limits": Field(schema.boolean(), True),
+                                "max_series": Field(schema.integer(minimum=1), BUDGET_MAX_SERIES[name]),
                             },
                         ),
                     }
@@ -250,6 +270,7 @@ def parse(document: Any) -> Config:
             interval=usage["interval"],
             lookback_days=usage["lookback_days"],
             resync_interval=usage["resync_interval"],
+            global_max_series=usage["global_max_series"],
             entities={name: EntityConfig(**values) for name, values in usage["entities"].items()},
         ),
         budgets=BudgetsConfig(

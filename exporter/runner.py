@@ -42,7 +42,9 @@ class Runner:
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         max_gauge_age: float | None = None,
+        self_metrics: Callable[[], list[Family]] | None = None,
     ) -> None:
+        self._extra_self_metrics = self_metrics
         self._db = db
         self._monotonic = monotonic
         self._max_gauge_age = max_gauge_age
@@ -139,6 +141,8 @@ class Runner:
             # a gauge that old may no longer be, so it is dropped rather than served stale.
             result.extend(f for f in state.families if not (stale and f.kind == "gauge"))
         result.extend(self._self_metrics(states))
+        if self._extra_self_metrics is not None:
+            result.extend(self._extra_self_metrics())
         return result
 
     def _self_metrics(self, states: dict[str, _State]) -> list[Family]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from ..cardinality import SeriesCap
 from ..config import BudgetsConfig
 from ..db import Database
 from ..families import Family, build
@@ -187,9 +188,10 @@ def _select(spec: _Spec, only_with_limits: bool) -> str:
 class BudgetsCollector(Collector):
     name = "budgets"
 
-    def __init__(self, config: BudgetsConfig) -> None:
+    def __init__(self, config: BudgetsConfig, *, cap: SeriesCap | None = None) -> None:
         self._config = config
         self.interval = config.interval
+        self._cap = cap or SeriesCap()
 
     def poll(self, db: Database) -> list[Family]:
         families: list[Family] = []
@@ -197,7 +199,15 @@ class BudgetsCollector(Collector):
             for spec in SPECS:
                 entity = self._config.entities[spec.entity]
                 if entity.enabled:
-                    families += _families(spec, _read(conn, spec, entity.only_with_limits))
+                    rows = {
+                        tuple(str(v) for v in row[: len(spec.labels)]): row[len(spec.labels) :]
+                        for row in _read(conn, spec, entity.only_with_limits)
+                    }
+                    # The cap keeps the entities spending most in their current period.
+                    rows = self._cap.apply(
+                        f"litellm_{spec.entity}_budget", rows, entity.max_series, lambda _, v: v[0] or 0.0
+                    )
+                    families += _families(spec, rows)
         return families
 
 
@@ -205,13 +215,11 @@ def _read(conn: psycopg.Connection, spec: _Spec, only_with_limits: bool) -> list
     return conn.execute(_select(spec, only_with_limits)).fetchall()
 
 
-def _families(spec: _Spec, rows: list[tuple]) -> list[Family]:
-    width = len(spec.labels)
+def _families(spec: _Spec, rows: dict[tuple[str, ...], tuple]) -> list[Family]:
     samples: dict[str, list[tuple[tuple[str, ...], float]]] = {name: [] for _, name in _GAUGES}
     samples["budget_remaining_usd"] = []
-    for row in rows:
-        labels = tuple(str(v) for v in row[:width])
-        values = dict(zip((column for column, _ in _GAUGES), row[width:], strict=True))
+    for labels, row in sorted(rows.items()):
+        values = dict(zip((column for column, _ in _GAUGES), row, strict=True))
         for column, name in _GAUGES:
             if values[column] is not None:
                 samples[name].append((labels, values[column]))

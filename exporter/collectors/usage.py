@@ -25,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 from psycopg import sql
 
+from ..cardinality import SeriesCap
 from ..config import UsageConfig
 from ..db import Database
 from ..families import Family, build
@@ -115,8 +116,9 @@ def _add(into: dict[Group, list[float]], group: Group, values: Sequence[float]) 
 class UsageCollector(Collector):
     name = "usage"
 
-    def __init__(self, config: UsageConfig, *, clock: Clock = utc_now) -> None:
+    def __init__(self, config: UsageConfig, *, clock: Clock = utc_now, cap: SeriesCap | None = None) -> None:
         self._config = config
+        self._cap = cap or SeriesCap()
         self.interval = config.interval
         self._clock = clock
         self._tables: dict[str, _TableState] = {}
@@ -286,6 +288,7 @@ class UsageCollector(Collector):
                 totals,
                 lambda g: (g[2], g[3], g[4]),
                 lambda ids: ids,
+                self._config.global_max_series,
                 per_entity=False,
             )
             key = self._config.entity("key")
@@ -304,6 +307,7 @@ class UsageCollector(Collector):
                     totals,
                     (lambda g: (g[1][:12], g[2])) if key.model_group else (lambda g: (g[1][:12],)),
                     key_labels,
+                    key.max_series,
                 )
             user_config = self._config.entity("user")
             if user_config.enabled:
@@ -315,6 +319,7 @@ class UsageCollector(Collector):
                     totals,
                     (lambda g: (g[0], g[2])) if user_config.model_group else (lambda g: (g[0],)),
                     lambda ids: ids,
+                    user_config.max_series,
                 )
         families.append(
             build(
@@ -344,6 +349,7 @@ class UsageCollector(Collector):
                 state.totals(),
                 (lambda g: (g[0], g[1])) if with_group else (lambda g: (g[0],)),
                 labeller,
+                entity_config.max_series,
             )
         return families
 
@@ -373,12 +379,17 @@ class UsageCollector(Collector):
         totals: dict[Group, list[float]],
         project: Callable[[Group], Group],
         label: Callable[[Group], Group],
+        max_series: int | None,
         *,
         per_entity: bool = True,
     ) -> list[Family]:
         projected: dict[Group, list[float]] = {}
         for group, values in totals.items():
             _add(projected, project(group), values)
+        spend = measures.index("spend") if "spend" in measures else None
+        projected = self._cap.apply(
+            prefix, projected, max_series, lambda ids, values: values[spend] if spend is not None else 0.0
+        )
         families = []
         for index, column in enumerate(measures):
             measure = next(m for m in MEASURES if m.column == column)
