@@ -14,7 +14,7 @@ from .collectors.proxy import ProxyCollector
 from .collectors.usage import Clock, UsageCollector, utc_now
 from .config import Config
 from .db import Database
-from .exposition import make_registry
+from .exposition import Exposition
 from .runner import Runner
 from .web import ExporterHTTPServer
 
@@ -43,7 +43,8 @@ class Exporter:
             max_gauge_age=config.max_gauge_age,
             self_metrics=cap.families,
         )
-        self.registry = make_registry(self.runner)
+        self.exposition = Exposition(self.runner)
+        self.registry = self.exposition.registry
         self._server: ExporterHTTPServer | None = None
 
     @property
@@ -56,7 +57,9 @@ class Exporter:
         """Open the pool (waiting for it when the database is required), then serve and poll."""
         self.db.open(wait=self.config.database.is_required)
         try:
-            self._server = ExporterHTTPServer((self.config.web.host, self.config.web.port), self.registry, self.runner)
+            self._server = ExporterHTTPServer(
+                (self.config.web.host, self.config.web.port), self.exposition, self.runner
+            )
         except OSError:
             self.db.close()
             raise

@@ -1,14 +1,23 @@
-"""The prometheus-client side: a registry whose collector serves the runner's snapshots."""
+"""The prometheus-client side: the runner's snapshots and the process metrics, exposed.
+
+Rendering tens of thousands of series takes tens of milliseconds, and the snapshots only
+change when a collector polls, so the rendered snapshot is kept until the runner's
+snapshot key moves; only the few process metrics are rendered on every scrape.
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.core import Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector as RegistryCollector
 
 from .runner import Runner
+
+_EOF = b"# EOF\n"
 
 
 class SnapshotCollector(RegistryCollector):
@@ -26,9 +35,34 @@ class SnapshotCollector(RegistryCollector):
         return []
 
 
-def make_registry(runner: Runner) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(runner))
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    return registry
+class Exposition:
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+        self._snapshot = CollectorRegistry(auto_describe=False)
+        self._snapshot.register(SnapshotCollector(runner))
+        self._process = CollectorRegistry(auto_describe=False)
+        ProcessCollector(registry=self._process)
+        PlatformCollector(registry=self._process)
+        self._lock = threading.Lock()
+        self._cache: dict[bool, tuple[object, bytes]] = {}
+        # Everything in one registry, for callers that want prometheus-client's own functions.
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(SnapshotCollector(runner))
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+
+    def render(self, accept: str) -> tuple[bytes, str]:
+        """The exposition in the format the Accept header asks for, and its content type."""
+        encoder, content_type = choose_encoder(accept)
+        openmetrics = content_type.startswith("application/openmetrics-text")
+        key = self._runner.snapshot_key()
+        with self._lock:
+            cached = self._cache.get(openmetrics)
+        if cached is None or cached[0] != key:
+            body = encoder(self._snapshot)
+            if openmetrics and body.endswith(_EOF):
+                body = body[: -len(_EOF)]  # the process part ends the document
+            cached = (key, body)
+            with self._lock:
+                self._cache[openmetrics] = cached
+        return cached[1] + encoder(self._process), content_type

@@ -54,6 +54,7 @@ class Runner:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._generation = 0
 
     @property
     def collectors(self) -> list[Collector]:
@@ -89,6 +90,7 @@ class Runner:
             duration = time.perf_counter() - started
             replacement = collector.on_failure(self._db, exc)
             with self._lock:
+                self._generation += 1
                 state = self._states[collector.name]
                 state.polled = True
                 state.success = False
@@ -107,6 +109,7 @@ class Runner:
             return False
         duration = time.perf_counter() - started
         with self._lock:
+            self._generation += 1
             state = self._states[collector.name]
             recovered = state.failing_reason is not None
             state.families = tuple(families)
@@ -125,21 +128,31 @@ class Runner:
         with self._lock:
             return all(s.last_success is not None for s in self._states.values())
 
+    def snapshot_key(self) -> tuple[int, tuple[str, ...]]:
+        """Changes whenever what families() returns may have: a poll, or gauges going stale."""
+        with self._lock:
+            return self._generation, tuple(self._stale(self._states))
+
+    def _stale(self, states: dict[str, _State]) -> list[str]:
+        if self._max_gauge_age is None:
+            return []
+        now = self._monotonic()
+        return [
+            name
+            for name, state in states.items()
+            if state.families_at is not None and now - state.families_at > self._max_gauge_age
+        ]
+
     def families(self) -> list[Family]:
         """Every collector's latest snapshot followed by the exporter's own metrics."""
         with self._lock:
             states = {name: replace(state, failures=Counter(state.failures)) for name, state in self._states.items()}
-        now = self._monotonic()
+        stale = set(self._stale(states))
         result: list[Family] = []
-        for state in states.values():
-            stale = (
-                self._max_gauge_age is not None
-                and state.families_at is not None
-                and now - state.families_at > self._max_gauge_age
-            )
+        for name, state in states.items():
             # Counters stay true while the database is away (they only ever grow there);
             # a gauge that old may no longer be, so it is dropped rather than served stale.
-            result.extend(f for f in state.families if not (stale and f.kind == "gauge"))
+            result.extend(f for f in state.families if not (name in stale and f.kind == "gauge"))
         result.extend(self._self_metrics(states))
         if self._extra_self_metrics is not None:
             result.extend(self._extra_self_metrics())

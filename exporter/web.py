@@ -9,10 +9,8 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
-
 from . import __version__
+from .exposition import Exposition
 from .runner import Runner
 
 log = logging.getLogger(__name__)
@@ -43,8 +41,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _respond(self, *, send_body: bool) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
-            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-            body = encoder(self.server.registry)
+            body, content_type = self.server.exposition.render(self.headers.get("Accept", ""))
             gzipped = "gzip" in self.headers.get("Accept-Encoding", "")
             if gzipped:
                 body = gzip.compress(body)
@@ -85,10 +82,10 @@ class ExporterHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], registry: CollectorRegistry, runner: Runner) -> None:
+    def __init__(self, address: tuple[str, int], exposition: Exposition, runner: Runner) -> None:
         self.address_family = _family_for(address[0])
         super().__init__(address, _Handler)
-        self.registry = registry
+        self.exposition = exposition
         self.runner = runner
 
     def serve_in_background(self) -> threading.Thread:
