@@ -43,12 +43,15 @@ from exporter.litellm_schema import apply_migrations  # noqa: E402
 from exporter.spend_writer import Caller, SpendWriter, World, random_requests  # noqa: E402
 
 ROWS_PER_DAY = 11_111  # 1M rows is 90 days of this traffic
-DAILY_ROWS_PER_DAY = {  # rows each daily table gains per day at that traffic
-    "LiteLLM_DailyUserSpend": ("user_id", "'user-' || (n % 2000)", 400),
-    "LiteLLM_DailyTeamSpend": ("team_id", "'team-' || (n % 300)", 300),
-    "LiteLLM_DailyOrganizationSpend": ("organization_id", "'org-' || (n % 20)", 50),
-    "LiteLLM_DailyEndUserSpend": ("end_user_id", "'customer-' || (n % 1000)", 200),
-    "LiteLLM_DailyTagSpend": ("tag", "'tag-' || (n % 100)", 150),
+# Rows each daily table gains per day at that traffic (about 1,100, so 1M spend-log rows come
+# with about 100k daily rows); the entity active on row n of day d shifts from day to day, so a
+# long history holds many (entity, model group) pairs, as a real one does.
+DAILY_ROWS_PER_DAY = {
+    "LiteLLM_DailyUserSpend": ("user_id", "'user-' || ((n + 7 * d) % 2000)", 700),
+    "LiteLLM_DailyTeamSpend": ("team_id", "'team-' || ((n + 3 * d) % 300)", 200),
+    "LiteLLM_DailyOrganizationSpend": ("organization_id", "'org-' || ((n + d) % 20)", 50),
+    "LiteLLM_DailyEndUserSpend": ("end_user_id", "'customer-' || ((n + 11 * d) % 1000)", 100),
+    "LiteLLM_DailyTagSpend": ("tag", "'tag-' || ((n + d) % 100)", 50),
 }
 ROLE = "litellm_exporter_bench"
 
@@ -154,7 +157,7 @@ def fill(dsn: str, rows: int) -> int:
                     " failed_requests, created_at, updated_at)"
                     " SELECT md5(%(table)s || d || '-' || n), " + entity.replace("%", "%%") + ","
                     " to_char((now() AT TIME ZONE 'UTC') - d * interval '1 day', 'YYYY-MM-DD'),"
-                    " md5('key-' || (n %% 2000)), 'model-' || (n %% 5), 'group-' || (n %% 5), 'openai',"
+                    " md5('key-' || ((n + 7 * d) %% 2000)), 'model-' || (n %% 5), 'group-' || (n %% 5), 'openai',"
                     " '/chat/completions', (n %% 89) * 0.01, 200 * n, 100 * n, 10, 9, 1,"
                     " now() - d * interval '1 day', now() - d * interval '1 day'"
                     " FROM generate_series(0, %(days)s - 1) d, generate_series(0, %(per_day)s - 1) n"

@@ -262,6 +262,21 @@ def section(fields: Mapping[str, Field]) -> Validator:
     return check
 
 
+def optional_section(fields: Mapping[str, Field]) -> Validator:
+    """Like section(), but an absent or null value stays None instead of taking defaults."""
+    inner = section(fields)
+
+    def check(path: str, value: Any) -> dict[str, Any] | None:
+        return None if value is None else inner(path, value)
+
+    return check
+
+
+def invalid(path: str, message: str) -> Exception:
+    """The exception a custom validator raises for ``path``."""
+    return _Invalid(path, message)
+
+
 class _Many(Exception):
     def __init__(self, problems: list[_Invalid]) -> None:
         super().__init__("; ".join(str(p) for p in problems))

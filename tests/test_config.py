@@ -213,3 +213,8 @@ def test_version_flag(capsys):
     from exporter import __version__
 
     assert capsys.readouterr().out == f"litellm-exporter {__version__}\n"
+
+
+def test_shipped_config_spells_out_the_defaults(monkeypatch):
+    monkeypatch.setenv("LITELLM_DATABASE_URL", DSN)
+    assert load(REPO / "config.yaml") == parse({"database": {"dsn": DSN}})
