@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 
+from . import webconfig
 from .cardinality import SeriesCap
 from .collectors.base import Collector
 from .collectors.budgets import BudgetsCollector
@@ -17,6 +18,7 @@ from .db import Database
 from .exposition import Exposition
 from .runner import Runner
 from .web import ExporterHTTPServer
+from .webconfig import WebSecurity
 
 
 def build_collectors(config: Config, cap: SeriesCap, *, clock: Clock = utc_now) -> list[Collector]:
@@ -43,6 +45,8 @@ class Exporter:
             max_gauge_age=config.max_gauge_age,
             self_metrics=cap.families,
         )
+        # Read here, so that a bad web config file fails before anything starts.
+        self.security = webconfig.load(config.web.config_file) if config.web.config_file else WebSecurity()
         self.exposition = Exposition(self.runner)
         self.registry = self.exposition.registry
         self._server: ExporterHTTPServer | None = None
@@ -58,7 +62,7 @@ class Exporter:
         self.db.open(wait=self.config.database.is_required)
         try:
             self._server = ExporterHTTPServer(
-                (self.config.web.host, self.config.web.port), self.exposition, self.runner
+                (self.config.web.host, self.config.web.port), self.exposition, self.runner, self.security
             )
         except OSError:
             self.db.close()

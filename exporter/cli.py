@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import psycopg_pool
 
-from . import __version__
+from . import __version__, webconfig
 from .app import Exporter, stop_on_signals
 from .config import ConfigError, load
 
@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="poll interval of every collector, in seconds or with a unit such as 5s (overrides the config)",
     )
     parser.add_argument(
+        "--web-config",
+        metavar="PATH",
+        help="an exporter-toolkit web config file: TLS and basic auth (overrides web.config_file)",
+    )
+    parser.add_argument(
         "--check-config", action="store_true", help="validate the configuration, print problems, exit 0 or 2"
     )
     parser.add_argument(
@@ -56,7 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return demo.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
-        config = load(args.config).with_overrides(listen=args.listen, poll_interval=args.poll_interval)
+        config = load(args.config).with_overrides(
+            listen=args.listen, poll_interval=args.poll_interval, web_config=args.web_config
+        )
+        if config.web.config_file:
+            webconfig.load(config.web.config_file)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"litellm-exporter: {problem}", file=sys.stderr)
@@ -69,7 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
 
-    exporter = Exporter(config)
+    try:
+        exporter = Exporter(config)
+    except ConfigError as exc:  # the web config file changed since it was checked above
+        for problem in exc.problems:
+            print(f"litellm-exporter: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         exporter.start()
     except psycopg_pool.PoolTimeout:

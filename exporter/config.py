@@ -43,6 +43,8 @@ class DatabaseConfig:
 class WebConfig:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
+    # An exporter-toolkit web config file: TLS, basic auth, extra headers.
+    config_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -120,12 +122,21 @@ class Config:
     proxy: ProxyConfig = ProxyConfig()
     max_gauge_age: float = 300.0
 
-    def with_overrides(self, *, listen: str | None = None, poll_interval: float | str | None = None) -> Config:
+    def with_overrides(
+        self,
+        *,
+        listen: str | None = None,
+        poll_interval: float | str | None = None,
+        web_config: str | None = None,
+    ) -> Config:
         """Apply command-line flags, which win over the file."""
         config = self
         if listen is not None:
             host, port = _validate_flag("--listen", listen, schema.listen_address())
-            config = dataclasses.replace(config, web=WebConfig(host=host, port=port))
+            config = dataclasses.replace(config, web=dataclasses.replace(config.web, host=host, port=port))
+        if web_config is not None:
+            path = _validate_flag("--web-config", web_config, schema.string())
+            config = dataclasses.replace(config, web=dataclasses.replace(config.web, config_file=path))
         if poll_interval is not None:
             seconds = _validate_flag("--poll-interval", poll_interval, schema.duration())
             config = dataclasses.replace(
@@ -180,7 +191,12 @@ ROOT = schema.section(
                 "is_required": Field(schema.boolean(), False),
             }
         ),
-        "web": _section({"listen": Field(schema.listen_address(), DEFAULT_LISTEN)}),
+        "web": _section(
+            {
+                "listen": Field(schema.listen_address(), DEFAULT_LISTEN),
+                "config_file": Field(schema.string(), None),
+            }
+        ),
         "collectors": _section(
             {
                 "max_gauge_age": Field(schema.duration(), 300.0),
@@ -265,7 +281,7 @@ def parse(document: Any) -> Config:
     host, port = raw["web"]["listen"]
     return Config(
         database=DatabaseConfig(**database),
-        web=WebConfig(host=host, port=port),
+        web=WebConfig(host=host, port=port, config_file=raw["web"]["config_file"]),
         usage=UsageConfig(
             interval=usage["interval"],
             lookback_days=usage["lookback_days"],

@@ -247,6 +247,9 @@ def section(fields: Mapping[str, Field]) -> Validator:
                 raw = field.default
             else:
                 raw = value[key]
+            if raw is None and field.default is None:
+                result[key] = None  # an optional value, left unset
+                continue
             try:
                 result[key] = field.validate(child, raw)
             except _Invalid as exc:

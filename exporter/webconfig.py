@@ -91,9 +91,9 @@ ROOT = schema.section(
                 {
                     "cert_file": Field(schema.string()),
                     "key_file": Field(schema.string()),
-                    "client_auth_type": Field(_choice(CLIENT_AUTH), ssl.CERT_NONE),
+                    "client_auth_type": Field(_choice(CLIENT_AUTH), "NoClientCert"),
                     "client_ca_file": Field(schema.string(), None),
-                    "min_version": Field(_choice(TLS_VERSIONS), ssl.TLSVersion.TLSv1_2),
+                    "min_version": Field(_choice(TLS_VERSIONS), "TLS12"),
                     "max_version": Field(_choice(TLS_VERSIONS), None),
                 }
             ),

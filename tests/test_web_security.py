@@ -1,0 +1,189 @@
+"""TLS, basic auth and headers from an exporter-toolkit web config; methods, paths, slow clients."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import bcrypt
+import pytest
+
+from exporter.app import Exporter
+from exporter.cli import main
+from exporter.config import parse
+
+from .test_cli import free_port
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> tuple[Path, Path]:
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "server.crt", directory / "server.key"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def web_config(tmp_path: Path, certificate, *, users: bool = True) -> Path:
+    cert, key = certificate
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+    path = tmp_path / "web-config.yml"
+    text = f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n  min_version: TLS12\n"
+    if users:
+        text += f"basic_auth_users:\n  prometheus: '{hashed}'\n"
+    text += "http_server_config:\n  headers:\n    Strict-Transport-Security: max-age=31536000\n"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def secured(tmp_path, certificate, litellm_dsn):
+    port = free_port()
+    config = parse({"database": {"dsn": litellm_dsn}}).with_overrides(
+        listen=f"127.0.0.1:{port}", poll_interval="0.5s", web_config=str(web_config(tmp_path, certificate))
+    )
+    exporter = Exporter(config)
+    exporter.start()
+    context = ssl.create_default_context(cafile=str(certificate[0]))
+    yield f"https://127.0.0.1:{port}", context
+    exporter.stop()
+
+
+def request(url: str, context, *, user: str | None = None, password: str = PASSWORD, method: str = "GET"):
+    headers = {}
+    if user is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    req = urllib.request.Request(url, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(req, context=context, timeout=10) as response:
+            return response.status, dict(response.headers), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read().decode()
+
+
+def test_tls_and_basic_auth(secured):
+    base, context = secured
+    status, headers, _ = request(f"{base}/metrics", context)
+    assert status == 401
+    assert headers["WWW-Authenticate"] == 'Basic realm="litellm-exporter"'
+    assert request(f"{base}/metrics", context, user="prometheus", password="wrong")[0] == 401
+    assert request(f"{base}/metrics", context, user="nobody")[0] == 401
+    status, headers, body = request(f"{base}/metrics", context, user="prometheus")
+    assert status == 200 and "litellm_exporter_build_info" in body
+    assert headers["Strict-Transport-Security"] == "max-age=31536000"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == "DENY"
+    # Orchestrators' liveness probe needs no credentials; it tells nothing.
+    assert request(f"{base}/healthz", context)[0] == 200
+    assert request(f"{base}/ready", context)[0] == 401
+    assert request(f"{base}/nope", context, user="prometheus")[0] == 404
+    for method in ("POST", "PUT", "DELETE"):
+        status, headers, _ = request(f"{base}/metrics", context, user="prometheus", method=method)
+        assert status == 405 and headers["Allow"] == "GET, HEAD"
+    # Plain HTTP on the TLS port gets nothing.
+    with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+        urllib.request.urlopen(base.replace("https", "http") + "/healthz", timeout=5).read()
+
+
+def test_slow_clients_do_not_starve_scrapes_or_pollers(secured):
+    base, context = secured
+    host, port = base.removeprefix("https://").split(":")
+    # Fifty clients that open a connection and never finish their request.
+    slow = [socket.create_connection((host, int(port)), timeout=5) for _ in range(50)]
+    try:
+        for sock in slow[:25]:
+            sock.sendall(b"\x16\x03\x01")  # the first bytes of a TLS handshake, then nothing
+        results: list[int] = []
+
+        def scrape() -> None:
+            results.append(request(f"{base}/metrics", context, user="prometheus")[0])
+
+        threads = [threading.Thread(target=scrape) for _ in range(40)]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert results == [200] * 40
+        assert time.monotonic() - started < 30
+        # The pollers kept polling through it.
+        _, _, first = request(f"{base}/metrics", context, user="prometheus")
+        time.sleep(1.5)
+        _, _, second = request(f"{base}/metrics", context, user="prometheus")
+        stamp = [line for line in first.splitlines() if line.startswith("litellm_exporter_collector_last_success")]
+        later = [line for line in second.splitlines() if line.startswith("litellm_exporter_collector_last_success")]
+        assert stamp and stamp != later
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("tls_server_config:\n  cert_file: a.crt\n", "tls_server_config.key_file: is required"),
+        ("basic_auth_users:\n  alice: plaintext\n", "basic_auth_users.alice: expected a bcrypt hash ($2y$...)"),
+        (
+            "tls_config: {}\n",
+            "tls_config: unknown key (expected one of: basic_auth_users, http_server_config, tls_server_config)",
+        ),
+        (
+            "http_server_config:\n  headers:\n    Server: evil\n",
+            "http_server_config.headers.Server: unknown header (expected one of: Content-Security-Policy, "
+            "Strict-Transport-Security, X-Content-Type-Options, X-Frame-Options, X-XSS-Protection)",
+        ),
+        (
+            "tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n  min_version: TLS9\n",
+            "tls_server_config.min_version: expected one of TLS10, TLS11, TLS12, TLS13, got 'TLS9'",
+        ),
+    ],
+)
+def test_bad_web_config_is_one_line_and_exit_2(text, message, tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text("database:\n  dsn: postgresql://db/x\n")
+    web = tmp_path / "web.yml"
+    web.write_text(text)
+    assert main(["--config", str(config), "--web-config", str(web), "--check-config"]) == 2
+    assert capsys.readouterr().err == f"litellm-exporter: {web}: {message}\n"
+
+
+def test_missing_certificate_is_a_config_error(tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text("database:\n  dsn: postgresql://db/x\n")
+    web = tmp_path / "web.yml"
+    web.write_text("tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n")
+    assert main(["--config", str(config), "--web-config", str(web), "--check-config"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"litellm-exporter: {web}: tls_server_config.cert_file: cannot load the certificate and key")
+    assert err.count("\n") == 1
