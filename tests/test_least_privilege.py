@@ -1,0 +1,61 @@
+"""The whole exporter runs as the least-privileged role from docs/, which cannot write."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from exporter.config import parse
+from exporter.spend_writer import random_requests
+
+from .conftest import poll, scrape
+from .ground_truth import mismatches
+
+SCRIPT = Path(__file__).resolve().parent.parent / "docs" / "least-privilege.sql"
+
+
+@pytest.fixture
+def exporter_role_dsn(litellm_dsn: str, conn: psycopg.Connection) -> Iterator[str]:
+    conn.execute(SCRIPT.read_text())
+    conn.execute(SCRIPT.read_text())  # running it again is harmless
+    params = conninfo_to_dict(litellm_dsn)
+    params["user"] = "litellm_exporter"
+    params.pop("password", None)
+    yield make_conninfo(**params)
+    conn.execute("DROP OWNED BY litellm_exporter")
+    conn.execute(f"REVOKE ALL ON DATABASE {conn.info.dbname} FROM litellm_exporter")
+    conn.execute("DROP ROLE litellm_exporter")
+
+
+def test_every_collector_works_as_the_read_only_role(make_exporter, exporter_role_dsn, writer, rng, world, clock, conn):
+    writer.record(
+        *random_requests(
+            rng, world, 200, clock.now - clock.now.replace(hour=0) and clock.now.replace(hour=0), clock.now
+        )
+    )
+    writer.flush(clock.now)
+    exporter = make_exporter(parse({"database": {"dsn": exporter_role_dsn}}))
+    poll(exporter)  # fails the test if any collector fails
+    samples = scrape(exporter)
+    assert mismatches(conn, samples) == []
+    assert samples["litellm_db_up"] == {frozenset(): 1.0}
+    assert "litellm_spend_logs_latest_timestamp_seconds" in samples
+
+
+def test_the_role_cannot_write_or_read_other_tables(exporter_role_dsn):
+    with psycopg.connect(exporter_role_dsn, autocommit=True) as reader:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            reader.execute("BEGIN READ WRITE")
+            reader.execute("""UPDATE "LiteLLM_TeamTable" SET spend = 0""")
+        reader.execute("ROLLBACK")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            reader.execute("""SELECT * FROM "LiteLLM_Config" LIMIT 1""")
+        # Even in a transaction it declares read-write, the grants allow nothing but reading.
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            reader.execute("BEGIN READ WRITE")
+            reader.execute("""CREATE TABLE t (x int)""")
+        reader.execute("ROLLBACK")
