@@ -301,7 +301,7 @@ def validate(document: Any, root: Validator) -> dict[str, Any]:
 
 
 def _line(problem: _Invalid) -> str:
-    return f"{problem.path}: {problem.message}" if problem.path else problem.message
+    return f"{problem.path or 'top level'}: {problem.message}"
 
 
 def validate_one(path: str, value: Any, validator: Validator) -> Any:
