@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
+from collections.abc import Callable
 
 from . import webconfig
 from .cardinality import SeriesCap
@@ -13,7 +15,7 @@ from .collectors.database import DatabaseCollector
 from .collectors.latency import LatencyCollector
 from .collectors.proxy import ProxyCollector
 from .collectors.usage import Clock, UsageCollector, utc_now
-from .config import Config
+from .config import Config, ConfigError
 from .db import Database
 from .exposition import Exposition
 from .runner import Runner
@@ -22,16 +24,15 @@ from .webconfig import WebSecurity
 
 
 def build_collectors(config: Config, cap: SeriesCap, *, clock: Clock = utc_now) -> list[Collector]:
-    collectors: list[Collector] = [
+    # Every collector exists; a disabled one (latency off, no proxy targets) is not polled, and
+    # a reload can turn it on.
+    return [
         DatabaseCollector(config.database_probe),
         UsageCollector(config.usage, clock=clock, cap=cap),
         BudgetsCollector(config.budgets, cap=cap),
+        LatencyCollector(config.latency, clock=clock),
+        ProxyCollector(config.proxy),
     ]
-    if config.latency.enabled:
-        collectors.append(LatencyCollector(config.latency, clock=clock))
-    if config.proxy.targets:
-        collectors.append(ProxyCollector(config.proxy))
-    return collectors
 
 
 class Exporter:
@@ -50,6 +51,7 @@ class Exporter:
         self.exposition = Exposition(self.runner)
         self.registry = self.exposition.registry
         self._server: ExporterHTTPServer | None = None
+        self._reload_lock = threading.Lock()
 
     @property
     def port(self) -> int:
@@ -57,18 +59,51 @@ class Exporter:
         assert self._server is not None
         return self._server.server_address[1]
 
-    def start(self) -> None:
-        """Open the pool (waiting for it when the database is required), then serve and poll."""
+    def start(self, reload: Callable[[], tuple[bool, str]] | None = None) -> None:
+        """Open the pool (waiting for it when the database is required), then serve and poll.
+
+        ``reload``, when given, is what ``POST /-/reload`` calls."""
         self.db.open(wait=self.config.database.is_required)
         try:
             self._server = ExporterHTTPServer(
-                (self.config.web.host, self.config.web.port), self.exposition, self.runner, self.security
+                (self.config.web.host, self.config.web.port), self.exposition, self.runner, self.security, reload
             )
         except OSError:
             self.db.close()
             raise
         self._server.serve_in_background()
         self.runner.start()
+
+    def reload(self, config: Config) -> tuple[bool, str]:
+        """Apply a reloaded configuration without losing counter state or a scrape.
+
+        The database connection and the listening address are fixed for the life of the
+        process; a change to them is reported and left for a restart.
+        """
+        with self._reload_lock:
+            try:
+                security = webconfig.load(config.web.config_file) if config.web.config_file else WebSecurity()
+            except ConfigError as exc:
+                return False, "; ".join(exc.problems)
+            for collector in self.runner.all_collectors:
+                collector.reconfigure(config)
+            self.runner.set_max_gauge_age(config.max_gauge_age)
+            self.security = security
+            if self._server is not None:
+                self._server.security = security
+            kept = []
+            if config.database != self.config.database:
+                kept.append("database")
+            if (config.web.host, config.web.port) != (self.config.web.host, self.config.web.port):
+                kept.append("web.listen")
+            self.config = dataclasses.replace(
+                config,
+                database=self.config.database,
+                web=dataclasses.replace(config.web, host=self.config.web.host, port=self.config.web.port),
+            )
+        if kept:
+            return True, f"configuration reloaded; {' and '.join(kept)} changes need a restart"
+        return True, "configuration reloaded"
 
     def stop(self) -> None:
         if self._server is not None:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 import psycopg_pool
 
-from . import __version__, webconfig
+from . import __version__, logs, webconfig
 from .app import Exporter, stop_on_signals
-from .config import ConfigError, load
+from .config import Config, ConfigError, load
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -49,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("debug", "info", "warning", "error"),
         help="log level (default: %(default)s)",
     )
+    parser.add_argument("--log-format", default="text", choices=("text", "json"), help="log format (default: text)")
     parser.add_argument("--version", action="version", version=f"litellm-exporter {__version__}")
     return parser
 
@@ -74,9 +77,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.config}: configuration is valid")
         return EXIT_OK
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logs.setup(args.log_level, args.log_format)
+
+    def load_again() -> Config:
+        return load(args.config).with_overrides(
+            listen=args.listen, poll_interval=args.poll_interval, web_config=args.web_config
+        )
+
+    def reload() -> tuple[bool, str]:
+        try:
+            ok, message = exporter.reload(load_again())
+        except ConfigError as exc:
+            ok, message = False, "; ".join(exc.problems)
+        (log.info if ok else log.error)("reload: %s", message if ok else f"kept the running configuration: {message}")
+        return ok, message
 
     try:
         exporter = Exporter(config)
@@ -85,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"litellm-exporter: {problem}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        exporter.start()
+        exporter.start(reload=reload if config.web.enable_lifecycle else None)
     except psycopg_pool.PoolTimeout:
         print(
             f"litellm-exporter: database.is_required is true and the database at {exporter.db.display_dsn} "
@@ -100,8 +114,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_RUNTIME
 
     stop = stop_on_signals()
+    reload_requested = threading.Event()
+    signal.signal(signal.SIGHUP, lambda signum, frame: reload_requested.set())
     log.info("serving on http://%s:%d/metrics, reading %s", config.web.host, exporter.port, exporter.db.display_dsn)
-    stop.wait()
+    while not stop.wait(0.2):
+        if reload_requested.is_set():
+            reload_requested.clear()
+            reload()
     log.info("shutting down")
     exporter.stop()
     return EXIT_OK

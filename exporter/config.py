@@ -45,6 +45,8 @@ class WebConfig:
     port: int = DEFAULT_PORT
     # An exporter-toolkit web config file: TLS, basic auth, extra headers.
     config_file: str | None = None
+    # POST /-/reload, as Prometheus' --web.enable-lifecycle.
+    enable_lifecycle: bool = False
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,7 @@ ROOT = schema.section(
             {
                 "listen": Field(schema.listen_address(), DEFAULT_LISTEN),
                 "config_file": Field(schema.string(), None),
+                "enable_lifecycle": Field(schema.boolean(), False),
             }
         ),
         "collectors": _section(
@@ -281,7 +284,9 @@ def parse(document: Any) -> Config:
     host, port = raw["web"]["listen"]
     return Config(
         database=DatabaseConfig(**database),
-        web=WebConfig(host=host, port=port, config_file=raw["web"]["config_file"]),
+        web=WebConfig(
+            host=host, port=port, config_file=raw["web"]["config_file"], enable_lifecycle=raw["web"]["enable_lifecycle"]
+        ),
         usage=UsageConfig(
             interval=usage["interval"],
             lookback_days=usage["lookback_days"],

@@ -58,7 +58,17 @@ class Runner:
 
     @property
     def collectors(self) -> list[Collector]:
+        """The enabled collectors (a reload can enable or disable one)."""
+        return [c for c in self._collectors if c.enabled]
+
+    @property
+    def all_collectors(self) -> list[Collector]:
         return list(self._collectors)
+
+    def set_max_gauge_age(self, seconds: float | None) -> None:
+        with self._lock:
+            self._max_gauge_age = seconds
+            self._generation += 1
 
     def start(self) -> None:
         for collector in self._collectors:
@@ -77,7 +87,8 @@ class Runner:
     def _loop(self, collector: Collector) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
-            self.poll_once(collector)
+            if collector.enabled:
+                self.poll_once(collector)
             elapsed = time.monotonic() - started
             self._stop.wait(max(0.0, collector.interval - elapsed))
 
@@ -125,8 +136,9 @@ class Runner:
 
     def ready(self) -> bool:
         """True once every collector has completed a poll successfully at least once."""
+        enabled = {c.name for c in self.collectors}
         with self._lock:
-            return all(s.last_success is not None for s in self._states.values())
+            return all(s.last_success is not None for name, s in self._states.items() if name in enabled)
 
     def snapshot_key(self) -> tuple[int, tuple[str, ...]]:
         """Changes whenever what families() returns may have: a poll, or gauges going stale."""

@@ -61,7 +61,10 @@ BAD = [
         {"database": {"dsn": DSN}, "web": {"listen": "0.0.0.0:70000"}},
         "web.listen: expected HOST:PORT with a port from 1 to 65535, got '0.0.0.0:70000'",
     ),
-    ({"database": {"dsn": DSN}, "web": {"port": 1}}, "web.port: unknown key (expected one of: config_file, listen)"),
+    (
+        {"database": {"dsn": DSN}, "web": {"port": 1}},
+        "web.port: unknown key (expected one of: config_file, enable_lifecycle, listen)",
+    ),
     (
         {"database": {"dsn": DSN}, "collectors": {"usage": {"interval": 0}}},
         "collectors.usage.interval: must be longer than 0s, got the number 0",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+from ..config import Config
 from ..db import Database
 from ..families import Family
 
@@ -18,9 +19,18 @@ class Collector(ABC):
     name: str
     interval: float
 
+    @property
+    def enabled(self) -> bool:
+        """A disabled collector is not polled and reports nothing."""
+        return True
+
     @abstractmethod
     def poll(self, db: Database) -> list[Family]:
         """Query the database and return the families to serve until the next poll."""
+
+    @abstractmethod
+    def reconfigure(self, config: Config) -> None:
+        """Take a reloaded configuration, keeping what was counted."""
 
     def on_failure(self, db: Database, exc: BaseException) -> list[Family] | None:
         """Families to serve after a failed poll; None keeps serving the last good snapshot."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import psycopg
 
 from ..cardinality import SeriesCap
-from ..config import BudgetsConfig
+from ..config import BudgetsConfig, Config
 from ..db import Database
 from ..families import Family, build
 from .base import Collector
@@ -192,6 +192,10 @@ class BudgetsCollector(Collector):
         self._config = config
         self.interval = config.interval
         self._cap = cap or SeriesCap()
+
+    def reconfigure(self, config: Config) -> None:
+        self._config = config.budgets
+        self.interval = config.budgets.interval
 
     def poll(self, db: Database) -> list[Family]:
         families: list[Family] = []

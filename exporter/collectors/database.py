@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from ..config import DatabaseProbeConfig
+from ..config import Config, DatabaseProbeConfig
 from ..db import Database
 from ..families import Family, build, gauge
 from .base import Collector
@@ -37,6 +37,9 @@ class DatabaseCollector(Collector):
 
     def __init__(self, config: DatabaseProbeConfig) -> None:
         self.interval = config.interval
+
+    def reconfigure(self, config: Config) -> None:
+        self.interval = config.database_probe.interval
 
     def poll(self, db: Database) -> list[Family]:
         with db.snapshot() as conn:

@@ -16,7 +16,7 @@ import bisect
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 
-from ..config import LatencyConfig
+from ..config import Config, LatencyConfig
 from ..db import Database
 from ..families import Family, Histogram, build
 from .base import Collector
@@ -70,6 +70,19 @@ class LatencyCollector(Collector):
         self._durations = _Buckets(config.buckets)
         self._ttft = _Buckets(config.ttft_buckets)
         self._seen: dict[str, float] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return self._config.enabled
+
+    def reconfigure(self, config: Config) -> None:
+        old, self._config = self._config, config.latency
+        self.interval = self._config.interval
+        # New bounds are new series; counts kept under the old ones would not fit them.
+        if old.buckets != self._config.buckets:
+            self._durations = _Buckets(self._config.buckets)
+        if old.ttft_buckets != self._config.ttft_buckets:
+            self._ttft = _Buckets(self._config.ttft_buckets)
 
     def poll(self, db: Database) -> list[Family]:
         lower = self._clock().astimezone(timezone.utc) - timedelta(seconds=self._config.late_margin)

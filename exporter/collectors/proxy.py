@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .. import __version__
-from ..config import ProxyConfig
+from ..config import Config, ProxyConfig
 from ..db import Database
 from ..families import Family, build
 from .base import Collector
@@ -85,6 +85,16 @@ class ProxyCollector(Collector):
         self._config = config
         self.interval = config.interval
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(config.targets)), thread_name_prefix="proxy-probe")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._config.targets)
+
+    def reconfigure(self, config: Config) -> None:
+        if len(config.proxy.targets) > len(self._config.targets):
+            self._pool = ThreadPoolExecutor(max_workers=len(config.proxy.targets), thread_name_prefix="proxy-probe")
+        self._config = config.proxy
+        self.interval = config.proxy.interval
 
     def poll(self, db: Database) -> list[Family]:
         probes = list(self._pool.map(lambda t: probe(t, self._config.timeout), self._config.targets))

@@ -26,7 +26,7 @@ import psycopg
 from psycopg import sql
 
 from ..cardinality import SeriesCap
-from ..config import UsageConfig
+from ..config import Config, UsageConfig
 from ..db import Database
 from ..families import Family, build
 from .base import Collector
@@ -145,6 +145,15 @@ class UsageCollector(Collector):
         if self._last_resync is None:
             return True
         return (now - self._last_resync).total_seconds() >= self._config.resync_interval
+
+    def reconfigure(self, config: Config) -> None:
+        old, self._config = self._config, config.usage
+        self.interval = self._config.interval
+        enabled = {name for name, entity in self._config.entities.items() if entity.enabled}
+        if old.lookback_days != self._config.lookback_days or enabled != {
+            name for name, entity in old.entities.items() if entity.enabled
+        }:
+            self.request_resync()  # the split between base and window, or the tables read, changed
 
     def request_resync(self) -> None:
         """Make the next poll recompute every sum from the tables."""
