@@ -7,6 +7,7 @@ reported as ``path.to.key: message`` so that a user can find it in the file.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -286,7 +287,13 @@ class _Many(Exception):
         self.problems = problems
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def _join(path: str, key: str) -> str:
+    # A key that is not a plain word is quoted, so a newline in it cannot break the line.
+    if not _PLAIN_KEY.fullmatch(key):
+        key = json.dumps(key)
     return f"{path}.{key}" if path else key
 
 
