@@ -62,6 +62,9 @@ class UsageConfig:
     lookback_days: int = 2
     resync_interval: float = 3600.0
     global_max_series: int | None = 100
+    # auto: the daily tables where they are there and complete, else LiteLLM_SpendLogs.
+    source: str = "auto"
+    spend_logs_late_margin: float = 600.0
     entities: dict[str, EntityConfig] = dataclasses.field(default_factory=dict)
 
     def entity(self, name: str) -> EntityConfig:
@@ -209,6 +212,8 @@ ROOT = schema.section(
                         "lookback_days": Field(schema.integer(minimum=1, maximum=31), 2),
                         "resync_interval": Field(schema.duration(), 3600.0),
                         "global_max_series": Field(schema.integer(minimum=1), 100),
+                        "source": Field(schema.choice("auto", "daily_tables", "spend_logs"), "auto"),
+                        "spend_logs_late_margin": Field(schema.duration(maximum=86400), 600.0),
                         "entities": _per_entity(
                             ENTITIES,
                             lambda name: {
@@ -292,6 +297,8 @@ def parse(document: Any) -> Config:
             lookback_days=usage["lookback_days"],
             resync_interval=usage["resync_interval"],
             global_max_series=usage["global_max_series"],
+            source=usage["source"],
+            spend_logs_late_margin=usage["spend_logs_late_margin"],
             entities={name: EntityConfig(**values) for name, values in usage["entities"].items()},
         ),
         budgets=BudgetsConfig(

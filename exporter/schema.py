@@ -157,6 +157,15 @@ def _format_seconds(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+def choice(*options: str) -> Validator:
+    def check(path: str, value: Any) -> str:
+        if value not in options:
+            raise _Invalid(path, f"expected one of {', '.join(options)}, got {_describe(value)}")
+        return value
+
+    return check
+
+
 def buckets() -> Validator:
     """Histogram upper bounds: a non-empty list of distinct positive numbers."""
 

@@ -346,7 +346,7 @@ def test_a_table_that_appears_later_is_picked_up_without_waiting_for_the_resync(
     # The exporter may start before the proxy has run its migrations.
     conn.execute('ALTER TABLE "LiteLLM_DailyTagSpend" RENAME TO "LiteLLM_DailyTagSpend_later"')
     load_history(writer_without_tags(conn), rng, world, clock, days=2)
-    exporter = make_exporter(resync_interval=86400.0)
+    exporter = make_exporter(resync_interval=86400.0, source="daily_tables")
     poll(exporter)
     assert "litellm_tag_spend_usd_total" not in scrape(exporter)
     conn.execute('ALTER TABLE "LiteLLM_DailyTagSpend_later" RENAME TO "LiteLLM_DailyTagSpend"')

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 from psycopg import sql
 
+from .. import catalog
 from ..cardinality import SeriesCap
 from ..config import Config, UsageConfig
 from ..db import Database
@@ -67,19 +68,120 @@ MEASURES = (
 
 @dataclass(frozen=True)
 class Source:
-    """A daily rollup table and the columns that its families group by."""
+    """A daily rollup table, the columns its families group by, and the same groups as
+    LiteLLM_SpendLogs names them (for schemas or configurations without the daily table)."""
 
     table: str
     group_columns: tuple[str, ...]
+    spend_log_groups: tuple[str, ...]
+    # Rows of LiteLLM_SpendLogs whose column is empty have no row in this daily table.
+    spend_log_required: str | None = None
 
 
-USER_SOURCE = Source("LiteLLM_DailyUserSpend", ("user_id", "api_key", "model_group", "model", "custom_llm_provider"))
+USER_SOURCE = Source(
+    "LiteLLM_DailyUserSpend",
+    ("user_id", "api_key", "model_group", "model", "custom_llm_provider"),
+    ("user", "api_key", "model_group", "model", "custom_llm_provider"),
+)
 ENTITY_SOURCES = {
-    "team": Source("LiteLLM_DailyTeamSpend", ("team_id", "model_group")),
-    "organization": Source("LiteLLM_DailyOrganizationSpend", ("organization_id", "model_group")),
-    "end_user": Source("LiteLLM_DailyEndUserSpend", ("end_user_id", "model_group")),
-    "tag": Source("LiteLLM_DailyTagSpend", ("tag", "model_group")),
+    "team": Source("LiteLLM_DailyTeamSpend", ("team_id", "model_group"), ("team_id", "model_group")),
+    "organization": Source(
+        "LiteLLM_DailyOrganizationSpend",
+        ("organization_id", "model_group"),
+        ("organization_id", "model_group"),
+        "organization_id",
+    ),
+    "end_user": Source(
+        "LiteLLM_DailyEndUserSpend", ("end_user_id", "model_group"), ("end_user", "model_group"), "end_user"
+    ),
+    "tag": Source("LiteLLM_DailyTagSpend", ("tag", "model_group"), ("tag", "model_group")),
 }
+SPEND_LOGS = "LiteLLM_SpendLogs"
+CORE_MEASURES = ("spend", "api_requests", "failed_requests", "prompt_tokens", "completion_tokens")
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """How a source's rows are read: the daily table's rows, or LiteLLM_SpendLogs' rows."""
+
+    table: str
+    measures: tuple[str, ...]
+    width: int
+    rows: sql.Composable  # id, position, updated epoch, groups..., measures...; WHERE position >= %s
+    sums: sql.Composable  # groups..., sums...; WHERE position < %s
+
+
+def _daily_reading(source: Source, columns: set[str]) -> _Reading | None:
+    if not set(CORE_MEASURES) <= columns:
+        return None  # too old a table (LiteLLM 0.1.0's had no request counts)
+    measures = tuple(m.column for m in MEASURES if m.column in columns)
+    groups = [
+        sql.SQL("coalesce({}, '')").format(sql.Identifier(c)) if c in columns else sql.Literal("")
+        for c in source.group_columns
+    ]
+    table = sql.Identifier(source.table)
+    return _Reading(
+        source.table,
+        measures,
+        len(groups),
+        sql.SQL("SELECT id, date, extract(epoch FROM updated_at)::float8, {g}, {m} FROM {t} WHERE date >= %s").format(
+            g=sql.SQL(", ").join(groups), m=sql.SQL(", ").join(sql.Identifier(c) for c in measures), t=table
+        ),
+        sql.SQL("SELECT {g}, {s} FROM {t} WHERE date < %s GROUP BY {p}").format(
+            g=sql.SQL(", ").join(groups),
+            s=sql.SQL(", ").join(sql.SQL("sum({})").format(sql.Identifier(c)) for c in measures),
+            t=table,
+            p=sql.SQL(", ").join(sql.Literal(i + 1) for i in range(len(groups))),
+        ),
+    )
+
+
+def _spend_log_reading(source: Source, columns: set[str]) -> _Reading | None:
+    if source.spend_log_required and source.spend_log_required not in columns:
+        return None  # e.g. organization_id, which older spend logs do not have
+    groups = []
+    for column in source.spend_log_groups:
+        if column == "tag":
+            groups.append(sql.SQL("t.tag"))
+        elif column in columns:
+            groups.append(sql.SQL("coalesce(s.{}, '')").format(sql.Identifier(column)))
+        else:
+            groups.append(sql.Literal(""))
+    failed = sql.SQL("CASE WHEN s.status = 'failure' THEN 1 ELSE 0 END") if "status" in columns else sql.SQL("0")
+    values = [sql.SQL("s.spend"), sql.SQL("1"), failed, sql.SQL("s.prompt_tokens"), sql.SQL("s.completion_tokens")]
+    source_sql = sql.SQL('"LiteLLM_SpendLogs" s')
+    row_id = sql.SQL("s.request_id")
+    if "tag" in source.spend_log_groups:
+        # One row per tag of the request, as LiteLLM's daily tag table counts them.
+        source_sql = sql.SQL(
+            '"LiteLLM_SpendLogs" s CROSS JOIN LATERAL jsonb_array_elements_text(CASE WHEN'
+            " jsonb_typeof(s.request_tags) = 'array' THEN s.request_tags ELSE '[]'::jsonb END)"
+            " WITH ORDINALITY AS t(tag, n)"
+        )
+        row_id = sql.SQL("s.request_id || '/' || t.n")
+    required = (
+        sql.SQL(" AND coalesce(s.{}, '') <> ''").format(sql.Identifier(source.spend_log_required))
+        if source.spend_log_required
+        else sql.SQL("")
+    )
+    group_list = sql.SQL(", ").join(groups)
+    return _Reading(
+        SPEND_LOGS,
+        CORE_MEASURES,
+        len(groups),
+        sql.SQL(
+            "SELECT {id}, to_char(s.\"startTime\", 'YYYY-MM-DD HH24:MI:SS.US'),"
+            ' extract(epoch FROM s."startTime")::float8, {g}, {v} FROM {src}'
+            ' WHERE s."startTime" >= %s::timestamp{req}'
+        ).format(id=row_id, g=group_list, v=sql.SQL(", ").join(values), src=source_sql, req=required),
+        sql.SQL('SELECT {g}, {s} FROM {src} WHERE s."startTime" < %s::timestamp{req} GROUP BY {p}').format(
+            g=group_list,
+            s=sql.SQL(", ").join(sql.SQL("sum({})").format(v) for v in values),
+            src=source_sql,
+            req=required,
+            p=sql.SQL(", ").join(sql.Literal(i + 1) for i in range(len(groups))),
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -91,11 +193,15 @@ class _Row:
 
 @dataclass(frozen=True)
 class _TableState:
-    measures: tuple[str, ...]
+    reading: _Reading
     base: dict[Group, list[float]]
     window: dict[str, _Row]
     # The newest updated_at among the window's rows: stops moving when the proxy stops writing.
     latest_update: float | None = None
+
+    @property
+    def measures(self) -> tuple[str, ...]:
+        return self.reading.measures
 
     def totals(self) -> dict[Group, list[float]]:
         totals = {group: list(values) for group, values in self.base.items()}
@@ -161,21 +267,20 @@ class UsageCollector(Collector):
 
     def poll(self, db: Database) -> list[Family]:
         now = self._clock()
-        cutoff = self.cutoff(now)
         resync = self._resync_due(now)
         with db.snapshot() as conn:
             if resync:
-                tables = {s.table: self._read_full(conn, s, cutoff) for s in self._sources()}
+                tables = {s.table: self._read_full(conn, s, now) for s in self._sources()}
                 tables = {name: state for name, state in tables.items() if state is not None}
             else:
                 tables = {}
                 for source in self._sources():
                     if source.table in self._tables:
-                        tables[source.table] = self._read_window(conn, source, cutoff, self._tables[source.table])
+                        tables[source.table] = self._read_window(conn, now, self._tables[source.table])
                     else:
                         # Missing at the last look (the proxy may not have migrated yet): a
                         # catalogue query per poll until it appears, then one full read.
-                        state = self._read_full(conn, source, cutoff)
+                        state = self._read_full(conn, source, now)
                         if state is not None:
                             tables[source.table] = state
             key_meta, team_alias, org_alias = self._read_metadata(conn)
@@ -186,43 +291,43 @@ class UsageCollector(Collector):
             self._last_resync = now
         return self._families()
 
-    def _read_full(self, conn: psycopg.Connection, source: Source, cutoff: str) -> _TableState | None:
-        columns = _columns(conn, source.table)
-        if not columns:
-            if source.table not in self._missing_logged:
-                log.warning("table %s not found: its usage counters are not exported", source.table)
-                self._missing_logged.add(source.table)
+    def _reading(self, conn: psycopg.Connection, source: Source) -> _Reading | None:
+        """The daily table where it is there and complete, else LiteLLM_SpendLogs, as configured."""
+        found = catalog.columns(conn, [source.table, SPEND_LOGS])
+        reading = None
+        if self._config.source in ("auto", "daily_tables") and source.table in found:
+            reading = _daily_reading(source, found[source.table])
+        if reading is None and self._config.source in ("auto", "spend_logs") and SPEND_LOGS in found:
+            reading = _spend_log_reading(source, found[SPEND_LOGS])
+        if reading is None and source.table not in self._missing_logged:
+            log.warning("no usable %s (nor a way to derive it): its usage counters are not exported", source.table)
+            self._missing_logged.add(source.table)
+        return reading
+
+    def _cutoff_for(self, reading: _Reading, now: datetime) -> str:
+        if reading.table == SPEND_LOGS:
+            lower = now.astimezone(timezone.utc) - timedelta(seconds=self._config.spend_logs_late_margin)
+            return lower.strftime("%Y-%m-%d %H:%M:%S.%f")
+        return self.cutoff(now)
+
+    def _read_full(self, conn: psycopg.Connection, source: Source, now: datetime) -> _TableState | None:
+        reading = self._reading(conn, source)
+        if reading is None:
             return None
         self._missing_logged.discard(source.table)
-        measures = tuple(m.column for m in MEASURES if m.column in columns)
-        table = sql.Identifier(source.table)
-        groups = sql.SQL(", ").join(_coalesced(c) for c in source.group_columns)
-        sums = sql.SQL(", ").join(sql.SQL("sum({})").format(sql.Identifier(m)) for m in measures)
-        positions = sql.SQL(", ").join(sql.Literal(i + 1) for i in range(len(source.group_columns)))
+        cutoff = self._cutoff_for(reading, now)
         base: dict[Group, list[float]] = {}
-        query = sql.SQL("SELECT {groups}, {sums} FROM {table} WHERE date < %s GROUP BY {positions}").format(
-            groups=groups, sums=sums, table=table, positions=positions
-        )
-        width = len(source.group_columns)
-        for record in conn.execute(query, (cutoff,)):
-            _add(base, tuple(record[:width]), [float(v or 0) for v in record[width:]])
-        empty = _TableState(measures, base, {})
-        return self._read_window(conn, source, cutoff, empty)
+        for record in conn.execute(reading.sums, (cutoff,)):
+            _add(base, tuple(record[: reading.width]), [float(v or 0) for v in record[reading.width :]])
+        return self._read_window(conn, now, _TableState(reading, base, {}))
 
-    def _read_window(self, conn: psycopg.Connection, source: Source, cutoff: str, previous: _TableState) -> _TableState:
-        table = sql.Identifier(source.table)
-        query = sql.SQL(
-            "SELECT id, date, extract(epoch FROM updated_at)::float8, {groups}, {measures}"
-            " FROM {table} WHERE date >= %s"
-        ).format(
-            groups=sql.SQL(", ").join(_coalesced(c) for c in source.group_columns),
-            measures=sql.SQL(", ").join(sql.Identifier(m) for m in previous.measures),
-            table=table,
-        )
-        width = len(source.group_columns)
+    def _read_window(self, conn: psycopg.Connection, now: datetime, previous: _TableState) -> _TableState:
+        reading = previous.reading
+        cutoff = self._cutoff_for(reading, now)
+        width = reading.width
         window: dict[str, _Row] = {}
         latest = previous.latest_update
-        for record in conn.execute(query, (cutoff,)):
+        for record in conn.execute(reading.rows, (cutoff,)):
             window[record[0]] = _Row(
                 record[1], tuple(record[3 : 3 + width]), tuple(float(v) for v in record[3 + width :])
             )
@@ -242,7 +347,7 @@ class UsageCollector(Collector):
                 base = {group: list(values) for group, values in base.items()}
                 folded = True
             _add(base, row.group, row.values)
-        return _TableState(previous.measures, base, window, latest)
+        return _TableState(reading, base, window, latest)
 
     def _read_metadata(
         self, conn: psycopg.Connection
@@ -431,20 +536,7 @@ class UsageCollector(Collector):
         return value
 
 
-def _coalesced(column: str) -> sql.Composable:
-    return sql.SQL("coalesce({}, '')").format(sql.Identifier(column))
-
-
-def _columns(conn: psycopg.Connection, table: str) -> set[str]:
-    rows = conn.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = %s",
-        (table,),
-    ).fetchall()
-    return {r[0] for r in rows}
-
-
 def _rows_if_exists(conn: psycopg.Connection, table: str, query: str) -> Iterable[tuple]:
-    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f'"{table}"',)).fetchone()
-    if not exists or not exists[0]:
+    if table not in catalog.columns(conn, [table]):
         return []
     return conn.execute(query).fetchall()

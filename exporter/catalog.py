@@ -1,0 +1,20 @@
+"""What LiteLLM's schema holds here: LiteLLM has changed it dozens of times, so the collectors
+ask the catalogue which tables and columns exist instead of assuming them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import psycopg
+
+
+def columns(conn: psycopg.Connection, tables: Iterable[str]) -> dict[str, set[str]]:
+    """The columns of each of ``tables`` that exists (a missing table is left out)."""
+    found: dict[str, set[str]] = {}
+    for table, column in conn.execute(
+        "SELECT table_name, column_name FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = ANY(%s)",
+        (list(tables),),
+    ):
+        found.setdefault(table, set()).add(column)
+    return found
