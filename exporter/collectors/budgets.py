@@ -8,10 +8,13 @@ to it. A NULL in the database is no sample: an entity without a budget has no
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass
 
 import psycopg
 
+from .. import catalog
 from ..cardinality import SeriesCap
 from ..config import BudgetsConfig, Config
 from ..db import Database
@@ -29,7 +32,7 @@ class _Spec:
     describe: str
     labels: tuple[str, ...]
     label_sql: tuple[str, ...]
-    source: str
+    table: str
     spend: str
     max_budget: str
     soft_budget: str | None
@@ -40,7 +43,8 @@ class _Spec:
     expires: str | None = None
 
 
-_BUDGET = 'LEFT JOIN "LiteLLM_BudgetTable" b ON b.budget_id = e.budget_id'
+BUDGET_TABLE = "LiteLLM_BudgetTable"
+_REFERENCE = re.compile(r"\b([eb])\.(\w+)\b")
 
 SPECS = (
     _Spec(
@@ -48,7 +52,7 @@ SPECS = (
         "virtual key",
         ("key_hash", "key_alias", "team_id"),
         ("left(e.token, 12)", "coalesce(e.key_alias, '')", "coalesce(e.team_id, '')"),
-        f'"LiteLLM_VerificationToken" e {_BUDGET}',
+        "LiteLLM_VerificationToken",
         "e.spend",
         "coalesce(e.max_budget, b.max_budget)",
         "b.soft_budget",
@@ -63,7 +67,7 @@ SPECS = (
         "internal user",
         ("user_id",),
         ("e.user_id",),
-        '"LiteLLM_UserTable" e',
+        "LiteLLM_UserTable",
         "e.spend",
         "e.max_budget",
         None,
@@ -76,7 +80,7 @@ SPECS = (
         "team",
         ("team_id", "team_alias"),
         ("e.team_id", "coalesce(e.team_alias, '')"),
-        '"LiteLLM_TeamTable" e',
+        "LiteLLM_TeamTable",
         "e.spend",
         "e.max_budget",
         "e.soft_budget",
@@ -90,7 +94,7 @@ SPECS = (
         "organization",
         ("organization_id", "organization_alias"),
         ("e.organization_id", "coalesce(e.organization_alias, '')"),
-        f'"LiteLLM_OrganizationTable" e {_BUDGET}',
+        "LiteLLM_OrganizationTable",
         "e.spend",
         "b.max_budget",
         "b.soft_budget",
@@ -103,7 +107,7 @@ SPECS = (
         "end user",
         ("end_user",),
         ("e.user_id",),
-        f'"LiteLLM_EndUserTable" e {_BUDGET}',
+        "LiteLLM_EndUserTable",
         "e.spend",
         "b.max_budget",
         "b.soft_budget",
@@ -117,7 +121,7 @@ SPECS = (
         "team member",
         ("team_id", "user_id"),
         ("e.team_id", "e.user_id"),
-        f'"LiteLLM_TeamMembership" e {_BUDGET}',
+        "LiteLLM_TeamMembership",
         "e.spend",
         "b.max_budget",
         "b.soft_budget",
@@ -130,7 +134,7 @@ SPECS = (
         "tag",
         ("tag",),
         ("e.tag_name",),
-        f'"LiteLLM_TagTable" e {_BUDGET}',
+        "LiteLLM_TagTable",
         "e.spend",
         "b.max_budget",
         "b.soft_budget",
@@ -154,6 +158,33 @@ _GAUGES = (
 )
 
 
+def _adapt(spec: _Spec, found: dict[str, set[str]]) -> _Spec | None:
+    """The spec with every expression that needs a column this schema lacks replaced by None:
+    LiteLLM's schema gained soft budgets, blocks and limits over time."""
+    if spec.table not in found:
+        return None
+    have = {"e": found[spec.table], "b": found.get(BUDGET_TABLE, set()) if "budget_id" in found[spec.table] else set()}
+
+    def keep(expr: str | None) -> str | None:
+        if expr is None:
+            return None
+        return expr if all(col in have[alias] for alias, col in _REFERENCE.findall(expr)) else None
+
+    labels = tuple(keep(expr) or "''" for expr in spec.label_sql)
+    return dataclasses.replace(
+        spec,
+        label_sql=labels,
+        spend=keep(spec.spend),
+        max_budget=keep(spec.max_budget),
+        soft_budget=keep(spec.soft_budget),
+        reset_at=keep(spec.reset_at),
+        tpm_limit=keep(spec.tpm_limit),
+        rpm_limit=keep(spec.rpm_limit),
+        blocked=keep(spec.blocked),
+        expires=keep(spec.expires),
+    )
+
+
 def _select(spec: _Spec, only_with_limits: bool) -> str:
     def epoch(expr: str | None) -> str:
         return _EPOCH.format(expr) if expr else "NULL::float8"
@@ -172,6 +203,9 @@ def _select(spec: _Spec, only_with_limits: bool) -> str:
         blocked,
         epoch(spec.expires),
     )
+    source = f'"{spec.table}" e'
+    if any(expr and "b." in expr for expr in values):
+        source += f' LEFT JOIN "{BUDGET_TABLE}" b ON b.budget_id = e.budget_id'
     where = ""
     if only_with_limits:
         conditions = [
@@ -181,8 +215,8 @@ def _select(spec: _Spec, only_with_limits: bool) -> str:
         ]
         if spec.blocked:
             conditions.append(f"{spec.blocked} IS TRUE")
-        where = " WHERE " + " OR ".join(conditions)
-    return f"SELECT {', '.join(spec.label_sql)}, {', '.join(values)} FROM {spec.source}{where}"
+        where = " WHERE " + (" OR ".join(conditions) or "FALSE")
+    return f"SELECT {', '.join(spec.label_sql)}, {', '.join(values)} FROM {source}{where}"
 
 
 class BudgetsCollector(Collector):
@@ -200,9 +234,11 @@ class BudgetsCollector(Collector):
     def poll(self, db: Database) -> list[Family]:
         families: list[Family] = []
         with db.snapshot() as conn:
-            for spec in SPECS:
-                entity = self._config.entities[spec.entity]
-                if entity.enabled:
+            found = catalog.columns(conn, [spec.table for spec in SPECS] + [BUDGET_TABLE])
+            for declared in SPECS:
+                entity = self._config.entities[declared.entity]
+                spec = _adapt(declared, found)
+                if entity.enabled and spec is not None:
                     rows = {
                         tuple(str(v) for v in row[: len(spec.labels)]): row[len(spec.labels) :]
                         for row in _read(conn, spec, entity.only_with_limits)

@@ -16,8 +16,10 @@ import bisect
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 
+from .. import catalog
 from ..config import Config, LatencyConfig
 from ..db import Database
+from ..errors import SchemaMismatch
 from ..families import Family, Histogram, build
 from .base import Collector
 
@@ -26,7 +28,7 @@ SELECT
     request_id,
     extract(epoch FROM "startTime")::float8,
     coalesce(model_group, ''),
-    coalesce(request_duration_ms / 1000.0, extract(epoch FROM ("endTime" - "startTime")))::float8,
+    {duration}::float8,
     CASE
         WHEN "completionStartTime" IS NOT NULL AND "completionStartTime" < "endTime"
         THEN extract(epoch FROM ("completionStartTime" - "startTime"))::float8
@@ -34,6 +36,10 @@ SELECT
 FROM "LiteLLM_SpendLogs"
 WHERE "startTime" >= %s
 """
+
+
+SPEND_LOGS = "LiteLLM_SpendLogs"
+_ELAPSED = 'extract(epoch FROM ("endTime" - "startTime"))'
 
 
 class _Buckets:
@@ -87,7 +93,14 @@ class LatencyCollector(Collector):
     def poll(self, db: Database) -> list[Family]:
         lower = self._clock().astimezone(timezone.utc) - timedelta(seconds=self._config.late_margin)
         with db.snapshot() as conn:
-            rows = conn.execute(_QUERY, (lower.replace(tzinfo=None),)).fetchall()
+            columns = catalog.columns(conn, [SPEND_LOGS]).get(SPEND_LOGS)
+            if columns is None:
+                raise SchemaMismatch(f"table {SPEND_LOGS} not found")
+            # request_duration_ms came in 2025; before it, endTime - startTime is all there is.
+            duration = _ELAPSED
+            if "request_duration_ms" in columns:
+                duration = f"coalesce(request_duration_ms / 1000.0, {_ELAPSED})"
+            rows = conn.execute(_QUERY.format(duration=duration), (lower.replace(tzinfo=None),)).fetchall()
         for request_id, started, model_group, duration, ttft in rows:
             if request_id in self._seen:
                 continue

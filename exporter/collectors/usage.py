@@ -435,6 +435,7 @@ class UsageCollector(Collector):
                     lambda ids: ids,
                     user_config.max_series,
                 )
+        families.append(self._source_info())
         families.append(
             build(
                 "litellm_daily_spend_latest_update_timestamp_seconds",
@@ -444,7 +445,7 @@ class UsageCollector(Collector):
                 [
                     ((table,), state.latest_update)
                     for table, state in sorted(self._tables.items())
-                    if state.latest_update is not None
+                    if state.latest_update is not None and state.reading.table == table
                 ],
             )
         )
@@ -466,6 +467,25 @@ class UsageCollector(Collector):
                 entity_config.max_series,
             )
         return families
+
+    def _source_info(self) -> Family:
+        """Which table each usage family is read from, or "none" where this schema has none."""
+        samples = []
+        by_family = {"litellm": USER_SOURCE, "litellm_key": USER_SOURCE, "litellm_user": USER_SOURCE}
+        by_family.update({f"litellm_{entity}": source for entity, source in ENTITY_SOURCES.items()})
+        for family, source in by_family.items():
+            entity = family.removeprefix("litellm_")
+            if entity != "litellm" and not self._config.entity(entity).enabled:
+                continue
+            state = self._tables.get(source.table)
+            samples.append(((family, state.reading.table if state else "none"), 1.0))
+        return build(
+            "litellm_exporter_source_info",
+            "The table each usage family is read from: a daily rollup table, LiteLLM_SpendLogs, or none.",
+            "gauge",
+            ("family", "source"),
+            samples,
+        )
 
     def _entity_labels(self, entity: str) -> tuple[tuple[str, ...], str, Callable[[Group], Group]]:
         if entity == "team":
