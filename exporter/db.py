@@ -8,6 +8,8 @@ from contextlib import contextmanager
 
 import psycopg
 from psycopg import IsolationLevel
+from psycopg.abc import Buffer
+from psycopg.adapt import Loader
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
@@ -30,6 +32,11 @@ def redact_dsn(dsn: str) -> str:
     if "password" in params:
         params["password"] = "***"
     return make_conninfo(**params)
+
+
+class _LenientText(Loader):
+    def load(self, data: Buffer) -> str:
+        return bytes(data).decode("utf-8", errors="replace")
 
 
 class Database:
@@ -59,6 +66,11 @@ class Database:
 
     @staticmethod
     def _configure(conn: psycopg.Connection) -> None:
+        if conn.info.encoding == "ascii":
+            # A SQL_ASCII database stores any bytes, invalid UTF-8 included, and psycopg hands
+            # them over undecoded; labels need text, so decode leniently (U+FFFD for bad bytes).
+            for name in ("text", "varchar", "bpchar", "name"):
+                conn.adapters.register_loader(name, _LenientText)
         conn.read_only = True
         conn.isolation_level = IsolationLevel.REPEATABLE_READ
         conn.autocommit = False

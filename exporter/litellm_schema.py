@@ -35,5 +35,5 @@ def apply_migrations(dsn: str, files: list[Path] | None = None) -> int:
     # which cannot run inside a transaction.
     with psycopg.connect(dsn, autocommit=True) as conn:
         for path in files:
-            conn.execute(path.read_text(encoding="utf-8"))
+            conn.execute(path.read_bytes())  # bytes: the files are UTF-8, whatever the database encoding
     return len(files)

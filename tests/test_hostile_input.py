@@ -8,6 +8,7 @@ import re
 import subprocess
 from datetime import timedelta
 
+import psycopg
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -169,3 +170,71 @@ def test_any_config_file_exits_0_or_2_without_a_traceback(document, tmp_path_fac
     assert "Traceback" not in out + err
     if code == 2:
         assert err and all(line.startswith("litellm-exporter: ") for line in err.splitlines())
+
+
+def test_invalid_utf8_in_a_sql_ascii_database(admin_dsn, clock):
+    # PostgreSQL stores any bytes in a SQL_ASCII database; LiteLLM's tables work there too.
+    from exporter.app import Exporter
+    from exporter.litellm_schema import apply_migrations
+
+    from . import pg
+
+    name = pg.unique_name("litellm_exporter_ascii")
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name} ENCODING 'SQL_ASCII' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'")
+    dsn = pg.with_database(admin_dsn, name)
+    try:
+        apply_migrations(dsn)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(
+                """INSERT INTO "LiteLLM_TeamTable" (team_id, team_alias, max_budget, updated_at)"""
+                """ VALUES (E'team-\\xff', E'caf\\xe9 \\xc3\\x28', 10, now())"""
+            )
+            conn.execute(
+                """INSERT INTO "LiteLLM_DailyTeamSpend" (id, team_id, date, api_key, model_group, spend,"""
+                """ api_requests, failed_requests, prompt_tokens, completion_tokens, updated_at)"""
+                """ VALUES ('1', E'team-\\xff', %s, 'k', E'gr\\xfcp', 2.5, 1, 0, 1, 1, now())""",
+                (clock.now.date().isoformat(),),
+            )
+        exporter = Exporter(parse({"database": {"dsn": dsn}}), clock=clock)
+        exporter.db.open(wait=True)
+        try:
+            poll(exporter)
+            text = exporter.exposition.render("")[0].decode()
+        finally:
+            exporter.db.close()
+        samples = {
+            (s.name, frozenset(s.labels.items())): s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+        }
+        assert (
+            samples[
+                (
+                    "litellm_team_spend_usd_total",
+                    frozenset(
+                        {("team_id", "team-\ufffd"), ("team_alias", "caf\ufffd \ufffd("), ("model_group", "gr\ufffdp")}
+                    ),
+                )
+            ]
+            == 2.5
+        )
+        assert (
+            samples[
+                (
+                    "litellm_team_max_budget_usd",
+                    frozenset({("team_id", "team-\ufffd"), ("team_alias", "caf\ufffd \ufffd(")}),
+                )
+            ]
+            == 10.0
+        )
+        result = subprocess.run(
+            [require("promtool", "prometheus"), "check", "metrics"],
+            input=text.encode(),
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+    finally:
+        pg.drop_database(admin_dsn, name)
