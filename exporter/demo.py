@@ -11,20 +11,18 @@ import argparse
 import contextlib
 import random
 import sys
-import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import psycopg
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from .app import Exporter, stop_on_signals
 from .config import DEFAULT_PORT, ConfigError, parse
 from .db import redact_dsn
 from .litellm_schema import SchemaPackageMissing, apply_migrations, migration_files
+from .scratch import EmbeddedUnavailable, create_database, drop_database, embedded_postgres
 from .spend_writer import SpendWriter, add_budgets, random_requests, seed_world
 
 
@@ -51,24 +49,10 @@ def _server(dsn: str | None) -> Iterator[str]:
         yield dsn
         return
     try:
-        import pgserver
-    except ImportError:
-        raise SystemExit(
-            "litellm-exporter demo: no --dsn given and the embedded PostgreSQL is not installed "
-            "(pip install 'litellm-exporter[demo]')"
-        ) from None
-    with tempfile.TemporaryDirectory(prefix="litellm-exporter-demo-") as data:
-        server = pgserver.get_server(data, cleanup_mode="stop")
-        try:
-            yield server.get_uri()
-        finally:
-            server.cleanup()
-
-
-def _with_database(dsn: str, name: str) -> str:
-    params = conninfo_to_dict(dsn)
-    params["dbname"] = name
-    return make_conninfo(**params)
+        with embedded_postgres() as embedded:
+            yield embedded
+    except EmbeddedUnavailable as exc:
+        raise SystemExit(f"litellm-exporter demo: no --dsn given and {exc}") from None
 
 
 def main(argv: list[str]) -> int:
@@ -82,20 +66,17 @@ def main(argv: list[str]) -> int:
     with _server(args.dsn) as admin:
         name = f"litellm_demo_{uuid.uuid4().hex[:8]}"
         try:
-            with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            dsn = create_database(admin, name)
         except psycopg.Error as exc:
             print(
                 f"litellm-exporter demo: cannot create a database on {redact_dsn(admin)}: {_line(exc)}", file=sys.stderr
             )
             return 1
-        dsn = _with_database(admin, name)
         try:
             return _run(args, dsn, files, stop)
         finally:
             if not args.keep:
-                with psycopg.connect(admin, autocommit=True) as conn:
-                    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+                drop_database(admin, name)
             else:
                 print(f"kept the scratch database: {redact_dsn(dsn)}", file=sys.stderr)
 

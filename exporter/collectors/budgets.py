@@ -46,6 +46,32 @@ class _Spec:
 BUDGET_TABLE = "LiteLLM_BudgetTable"
 _REFERENCE = re.compile(r"\b([eb])\.(\w+)\b")
 
+
+def _in_budget_table(
+    entity: str,
+    describe: str,
+    labels: tuple[str, ...],
+    label_sql: tuple[str, ...],
+    table: str,
+    blocked: str | None = None,
+) -> _Spec:
+    """An entity whose budget and limits live in LiteLLM_BudgetTable, through its budget_id."""
+    return _Spec(
+        entity,
+        describe,
+        labels,
+        label_sql,
+        table,
+        "e.spend",
+        "b.max_budget",
+        "b.soft_budget",
+        "b.budget_reset_at",
+        "b.tpm_limit",
+        "b.rpm_limit",
+        blocked=blocked,
+    )
+
+
 SPECS = (
     _Spec(
         "key",
@@ -89,59 +115,20 @@ SPECS = (
         "e.rpm_limit",
         blocked="e.blocked",
     ),
-    _Spec(
+    _in_budget_table(
         "organization",
         "organization",
         ("organization_id", "organization_alias"),
         ("e.organization_id", "coalesce(e.organization_alias, '')"),
         "LiteLLM_OrganizationTable",
-        "e.spend",
-        "b.max_budget",
-        "b.soft_budget",
-        "b.budget_reset_at",
-        "b.tpm_limit",
-        "b.rpm_limit",
     ),
-    _Spec(
-        "end_user",
-        "end user",
-        ("end_user",),
-        ("e.user_id",),
-        "LiteLLM_EndUserTable",
-        "e.spend",
-        "b.max_budget",
-        "b.soft_budget",
-        "b.budget_reset_at",
-        "b.tpm_limit",
-        "b.rpm_limit",
-        blocked="e.blocked",
+    _in_budget_table(
+        "end_user", "end user", ("end_user",), ("e.user_id",), "LiteLLM_EndUserTable", blocked="e.blocked"
     ),
-    _Spec(
-        "team_member",
-        "team member",
-        ("team_id", "user_id"),
-        ("e.team_id", "e.user_id"),
-        "LiteLLM_TeamMembership",
-        "e.spend",
-        "b.max_budget",
-        "b.soft_budget",
-        "b.budget_reset_at",
-        "b.tpm_limit",
-        "b.rpm_limit",
+    _in_budget_table(
+        "team_member", "team member", ("team_id", "user_id"), ("e.team_id", "e.user_id"), "LiteLLM_TeamMembership"
     ),
-    _Spec(
-        "tag",
-        "tag",
-        ("tag",),
-        ("e.tag_name",),
-        "LiteLLM_TagTable",
-        "e.spend",
-        "b.max_budget",
-        "b.soft_budget",
-        "b.budget_reset_at",
-        "b.tpm_limit",
-        "b.rpm_limit",
-    ),
+    _in_budget_table("tag", "tag", ("tag",), ("e.tag_name",), "LiteLLM_TagTable"),
 )
 
 # The value columns read for every entity, in this order after the label columns, and the
