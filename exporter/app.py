@@ -85,9 +85,7 @@ class Exporter:
                 security = webconfig.load(config.web.config_file) if config.web.config_file else WebSecurity()
             except ConfigError as exc:
                 return False, "; ".join(exc.problems)
-            for collector in self.runner.all_collectors:
-                collector.reconfigure(config)
-            self.runner.set_max_gauge_age(config.max_gauge_age)
+            self.runner.reconfigure(config)
             self.security = security
             if self._server is not None:
                 self._server.security = security

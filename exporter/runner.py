@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from . import __version__
 from .collectors.base import Collector
+from .config import Config
 from .db import Database
 from .errors import Reason, classify, describe
 from .families import Family, build, gauge
@@ -55,15 +56,13 @@ class Runner:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._generation = 0
+        # Held through a poll, so that a reload never changes a collector halfway through one.
+        self._poll_locks = {c.name: threading.Lock() for c in self._collectors}
 
     @property
     def collectors(self) -> list[Collector]:
         """The enabled collectors (a reload can enable or disable one)."""
         return [c for c in self._collectors if c.enabled]
-
-    @property
-    def all_collectors(self) -> list[Collector]:
-        return list(self._collectors)
 
     def set_max_gauge_age(self, seconds: float | None) -> None:
         with self._lock:
@@ -92,8 +91,18 @@ class Runner:
             elapsed = time.monotonic() - started
             self._stop.wait(max(0.0, collector.interval - elapsed))
 
+    def reconfigure(self, config: Config) -> None:
+        for collector in self._collectors:
+            with self._poll_locks[collector.name]:
+                collector.reconfigure(config)
+        self.set_max_gauge_age(config.max_gauge_age)
+
     def poll_once(self, collector: Collector) -> bool:
         """Run one poll of one collector and record its outcome; True when it succeeded."""
+        with self._poll_locks[collector.name]:
+            return self._poll(collector)
+
+    def _poll(self, collector: Collector) -> bool:
         started = time.perf_counter()
         try:
             families = collector.poll(self._db)

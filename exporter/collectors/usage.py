@@ -13,6 +13,10 @@ cutoff date (today minus ``lookback_days``, in UTC):
 When the cutoff moves past a remembered row, its last value moves into ``base``. A
 periodic resync recomputes everything inside one snapshot and catches a row written
 for a date older than the window.
+
+Where this LiteLLM has no daily table for an entity (or one without request counts), or
+the configuration asks for it, the same split is applied to LiteLLM_SpendLogs: one row per
+request, split at now minus ``spend_logs_late_margin`` on the ``startTime`` index.
 """
 
 from __future__ import annotations
