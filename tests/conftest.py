@@ -128,7 +128,10 @@ Samples = dict[str, dict[frozenset[tuple[str, str]], float]]
 
 def scrape(exporter: Exporter) -> Samples:
     """The exposition, parsed back with prometheus-client's own parser, by sample name."""
-    text = generate_latest(exporter.registry).decode()
+    return parse_samples(generate_latest(exporter.registry).decode())
+
+
+def parse_samples(text: str) -> Samples:
     samples: Samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

@@ -12,12 +12,11 @@ import urllib.request
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from exporter.spend_writer import random_requests
 
-from .conftest import Samples
+from .conftest import Samples, parse_samples
 from .ground_truth import mismatches
 
 
@@ -34,15 +33,18 @@ def with_password(dsn: str, password: str) -> str:
 
 
 class Running:
-    def __init__(self, tmp_path, dsn: str, *extra: str, is_required: bool = False) -> None:
+    """The exporter as a process; ``config`` is a file of the test's, or one written here."""
+
+    def __init__(self, tmp_path, dsn: str, *extra: str, is_required: bool = False, config=None) -> None:
         self.port = free_port()
-        config = tmp_path / "config.yaml"
-        config.write_text(
-            "database:\n"
-            "  dsn: ${TEST_LITELLM_DSN}\n"
-            "  connect_timeout: 2s\n"
-            f"  is_required: {'true' if is_required else 'false'}\n"
-        )
+        if config is None:
+            config = tmp_path / "config.yaml"
+            config.write_text(
+                "database:\n"
+                "  dsn: ${TEST_LITELLM_DSN}\n"
+                "  connect_timeout: 2s\n"
+                f"  is_required: {'true' if is_required else 'false'}\n"
+            )
         self.stderr_path = tmp_path / "stderr.log"
         self.process = subprocess.Popen(
             [
@@ -62,34 +64,31 @@ class Running:
             stderr=self.stderr_path.open("w"),
         )
 
-    def get(self, path: str) -> tuple[int, str]:
+    def get(self, path: str, method: str = "GET") -> tuple[int, str]:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method)
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as response:
+            with urllib.request.urlopen(request, timeout=10) as response:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
 
-    def wait_for(self, path: str, status: int, timeout: float = 20.0) -> str:
+    def wait_until(self, condition, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"exporter exited with {self.process.returncode}: {self.stderr()}")
+            assert self.process.poll() is None, f"exporter exited: {self.stderr()}"
             try:
-                got, body = self.get(path)
-                if got == status:
-                    return body
+                if condition():
+                    return
             except OSError:
                 pass
             time.sleep(0.1)
-        raise AssertionError(f"{path} never answered {status}")
+        raise AssertionError(f"timed out; log: {self.stderr()[-2000:]}")
+
+    def wait_for(self, path: str, status: int, timeout: float = 20.0) -> None:
+        self.wait_until(lambda: self.get(path)[0] == status, timeout)
 
     def samples(self) -> Samples:
-        _, text = self.get("/metrics")
-        result: Samples = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                result.setdefault(sample.name, {})[frozenset(sample.labels.items())] = sample.value
-        return result
+        return parse_samples(self.get("/metrics")[1])
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)

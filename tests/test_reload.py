@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from datetime import timedelta
 
 from exporter.spend_writer import random_requests
 
+from .conftest import parse_samples
 from .ground_truth import mismatches
-from .test_cli import free_port
+from .test_cli import Running
 from .test_proxy_probe import FakeProxy
 
 
@@ -29,54 +26,8 @@ def write_config(path, *, tag: bool = True, targets=(), lifecycle: bool = True, 
     )
 
 
-class Process:
-    def __init__(self, config, dsn: str, tmp_path) -> None:
-        self.port = free_port()
-        self.err = tmp_path / "stderr.log"
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "exporter.cli",
-                "--config",
-                str(config),
-                "--listen",
-                f"127.0.0.1:{self.port}",
-                "--poll-interval",
-                "0.3",
-                "--log-format",
-                "json",
-            ],
-            env={"TEST_LITELLM_DSN": dsn, "PATH": "/usr/bin:/bin"},
-            stdout=subprocess.DEVNULL,
-            stderr=self.err.open("w"),
-        )
-
-    def get(self, path: str, method: str = "GET") -> tuple[int, str]:
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-
-    def wait_until(self, condition, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.err.read_text()
-            try:
-                if condition():
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"timed out; log: {self.err.read_text()[-2000:]}")
-
-
-def samples(text: str) -> dict:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    return {s.name: s for f in text_string_to_metric_families(text) for s in f.samples}
+def start(config, dsn: str, tmp_path) -> Running:
+    return Running(tmp_path, dsn, "--log-format", "json", config=config)
 
 
 def test_sighup_and_post_reload_keep_counters_and_every_scrape(tmp_path, litellm_dsn, writer, rng, world, clock, conn):
@@ -85,7 +36,7 @@ def test_sighup_and_post_reload_keep_counters_and_every_scrape(tmp_path, litellm
     proxy = FakeProxy("healthy")
     config = tmp_path / "config.yaml"
     write_config(config)
-    exporter = Process(config, litellm_dsn, tmp_path)
+    exporter = start(config, litellm_dsn, tmp_path)
     failures: list[int] = []
     stop = threading.Event()
 
@@ -108,8 +59,8 @@ def test_sighup_and_post_reload_keep_counters_and_every_scrape(tmp_path, litellm
         exporter.wait_until(lambda: "litellm_proxy_up" in exporter.get("/metrics")[1])
         exporter.wait_until(lambda: "litellm_tag_spend_usd_total" not in exporter.get("/metrics")[1])
         after = exporter.get("/metrics")[1]
-        assert mismatches(conn, _parsed(after), ("litellm", "litellm_key", "litellm_team")) == []
-        assert samples(after)["litellm_proxy_up"].value == 1.0
+        assert mismatches(conn, parse_samples(after), ("litellm", "litellm_key", "litellm_team")) == []
+        assert parse_samples(after)["litellm_proxy_up"] == {frozenset({("target", proxy.url)}): 1.0}
 
         # A broken file is refused and the running configuration kept.
         config.write_text("database:\n  dsn: ${TEST_LITELLM_DSN}\n  max_conns: many\n")
@@ -121,7 +72,7 @@ def test_sighup_and_post_reload_keep_counters_and_every_scrape(tmp_path, litellm
         status, body = exporter.get("/-/reload", method="POST")
         assert (status, body) == (200, "configuration reloaded\n")
         exporter.wait_until(lambda: "litellm_tag_spend_usd_total" in exporter.get("/metrics")[1])
-        assert mismatches(conn, _parsed(exporter.get("/metrics")[1])) == []
+        assert mismatches(conn, exporter.samples()) == []
     finally:
         stop.set()
         proxy.close()
@@ -130,27 +81,17 @@ def test_sighup_and_post_reload_keep_counters_and_every_scrape(tmp_path, litellm
         assert exporter.process.wait(timeout=10) == 0
         assert time.monotonic() - started < 5
     assert failures == []
-    lines = exporter.err.read_text().splitlines()
+    lines = exporter.stderr().splitlines()
     entries = [json.loads(line) for line in lines]  # every line is one JSON object
     messages = [e["message"] for e in entries]
     assert "reload: configuration reloaded" in messages
     assert any(m.startswith("reload: kept the running configuration: database.max_conns") for m in messages)
 
 
-def _parsed(text: str):
-    from prometheus_client.parser import text_string_to_metric_families
-
-    result: dict = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            result.setdefault(sample.name, {})[frozenset(sample.labels.items())] = sample.value
-    return result
-
-
 def test_post_reload_is_off_by_default(tmp_path, litellm_dsn):
     config = tmp_path / "config.yaml"
     write_config(config, lifecycle=False)
-    exporter = Process(config, litellm_dsn, tmp_path)
+    exporter = start(config, litellm_dsn, tmp_path)
     try:
         exporter.wait_until(lambda: exporter.get("/healthz")[0] == 200)
         assert exporter.get("/-/reload", method="POST")[0] == 405
