@@ -47,7 +47,8 @@ class Exporter:
             self_metrics=cap.families,
         )
         # Read here, so that a bad web config file fails before anything starts.
-        self.security = webconfig.load(config.web.config_file) if config.web.config_file else WebSecurity()
+        self.security = _security(config)
+        self._reload: Callable[[], tuple[bool, str]] | None = None
         self.exposition = Exposition(self.runner)
         self.registry = self.exposition.registry
         self._server: ExporterHTTPServer | None = None
@@ -62,11 +63,16 @@ class Exporter:
     def start(self, reload: Callable[[], tuple[bool, str]] | None = None) -> None:
         """Open the pool (waiting for it when the database is required), then serve and poll.
 
-        ``reload``, when given, is what ``POST /-/reload`` calls."""
+        ``reload`` is what ``POST /-/reload`` calls while ``web.enable_lifecycle`` is true."""
+        self._reload = reload
         self.db.open(wait=self.config.database.is_required)
         try:
             self._server = ExporterHTTPServer(
-                (self.config.web.host, self.config.web.port), self.exposition, self.runner, self.security, reload
+                (self.config.web.host, self.config.web.port),
+                self.exposition,
+                self.runner,
+                self.security,
+                reload if self.config.web.enable_lifecycle else None,
             )
         except OSError:
             self.db.close()
@@ -82,13 +88,14 @@ class Exporter:
         """
         with self._reload_lock:
             try:
-                security = webconfig.load(config.web.config_file) if config.web.config_file else WebSecurity()
+                security = _security(config)
             except ConfigError as exc:
                 return False, "; ".join(exc.problems)
             self.runner.reconfigure(config)
             self.security = security
             if self._server is not None:
                 self._server.security = security
+                self._server.reload = self._reload if config.web.enable_lifecycle else None
             kept = []
             if config.database != self.config.database:
                 kept.append("database")
@@ -109,6 +116,10 @@ class Exporter:
             self._server.server_close()
         self.runner.stop()
         self.db.close()
+
+
+def _security(config: Config) -> WebSecurity:
+    return webconfig.load(config.web.config_file) if config.web.config_file else WebSecurity()
 
 
 def stop_on_signals() -> threading.Event:

@@ -63,12 +63,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return demo.main(argv[1:])
     args = build_parser().parse_args(argv)
-    try:
+
+    def load_config() -> Config:
+        """The file with the flags applied, its web config file checked too; at start and on reload."""
         config = load(args.config).with_overrides(
             listen=args.listen, poll_interval=args.poll_interval, web_config=args.web_config
         )
         if config.web.config_file:
             webconfig.load(config.web.config_file)
+        return config
+
+    try:
+        config = load_config()
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"litellm-exporter: {problem}", file=sys.stderr)
@@ -79,14 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logs.setup(args.log_level, args.log_format)
 
-    def load_again() -> Config:
-        return load(args.config).with_overrides(
-            listen=args.listen, poll_interval=args.poll_interval, web_config=args.web_config
-        )
-
     def reload() -> tuple[bool, str]:
         try:
-            ok, message = exporter.reload(load_again())
+            ok, message = exporter.reload(load_config())
         except ConfigError as exc:
             ok, message = False, "; ".join(exc.problems)
         (log.info if ok else log.error)("reload: %s", message if ok else f"kept the running configuration: {message}")
@@ -99,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"litellm-exporter: {problem}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        exporter.start(reload=reload if config.web.enable_lifecycle else None)
+        exporter.start(reload=reload)
     except psycopg_pool.PoolTimeout:
         print(
             f"litellm-exporter: database.is_required is true and the database at {exporter.db.display_dsn} "
@@ -116,7 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = stop_on_signals()
     reload_requested = threading.Event()
     signal.signal(signal.SIGHUP, lambda signum, frame: reload_requested.set())
-    log.info("serving on http://%s:%d/metrics, reading %s", config.web.host, exporter.port, exporter.db.display_dsn)
+    scheme = "https" if exporter.security.ssl_context else "http"
+    log.info(
+        "serving on %s://%s:%d/metrics, reading %s", scheme, config.web.host, exporter.port, exporter.db.display_dsn
+    )
     while not stop.wait(0.2):
         if reload_requested.is_set():
             reload_requested.clear()
