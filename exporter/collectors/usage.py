@@ -101,6 +101,14 @@ ENTITY_SOURCES = {
     "tag": Source("LiteLLM_DailyTagSpend", ("tag", "model_group"), ("tag", "model_group")),
 }
 SPEND_LOGS = "LiteLLM_SpendLogs"
+# Where the labels of ids come from: aliases and a key's team.
+_METADATA_TABLES = (
+    "LiteLLM_VerificationToken",
+    "LiteLLM_DeletedVerificationToken",
+    "LiteLLM_TeamTable",
+    "LiteLLM_DeletedTeamTable",
+    "LiteLLM_OrganizationTable",
+)
 CORE_MEASURES = ("spend", "api_requests", "failed_requests", "prompt_tokens", "completion_tokens")
 
 
@@ -360,34 +368,26 @@ class UsageCollector(Collector):
         team_alias: dict[str, str] = {}
         org_alias: dict[str, str] = {}
         entities = self._config.entities
+        found = catalog.columns(conn, _METADATA_TABLES)
+
+        def rows(table: str, query: str) -> Iterable[tuple]:
+            return conn.execute(query).fetchall() if table in found else []
+
         if entities["key"].enabled:
-            # Deleted keys first, so that a live key with the same hash wins.
-            for token, alias, team in _rows_if_exists(
-                conn,
-                "LiteLLM_DeletedVerificationToken",
-                "SELECT token, coalesce(key_alias, ''), coalesce(team_id, '') "
-                'FROM "LiteLLM_DeletedVerificationToken" ORDER BY deleted_at',
-            ):
-                key_meta[token] = (alias, team)
-            for token, alias, team in _rows_if_exists(
-                conn,
-                "LiteLLM_VerificationToken",
-                "SELECT token, coalesce(key_alias, ''), coalesce(team_id, '') FROM \"LiteLLM_VerificationToken\"",
-            ):
-                key_meta[token] = (alias, team)
+            # Deleted keys first, oldest first, so that the newest and a live key win.
+            for table in ("LiteLLM_DeletedVerificationToken", "LiteLLM_VerificationToken"):
+                order = " ORDER BY deleted_at" if table.startswith("LiteLLM_Deleted") else ""
+                query = f"SELECT token, coalesce(key_alias, ''), coalesce(team_id, '') FROM \"{table}\"{order}"
+                for token, alias, team in rows(table, query):
+                    key_meta[token] = (alias, team)
         if entities["team"].enabled:
             for table in ("LiteLLM_DeletedTeamTable", "LiteLLM_TeamTable"):
                 order = " ORDER BY deleted_at" if table.startswith("LiteLLM_Deleted") else ""
-                for team_id, alias in _rows_if_exists(
-                    conn, table, f"SELECT team_id, coalesce(team_alias, '') FROM \"{table}\"{order}"
-                ):
+                for team_id, alias in rows(table, f"SELECT team_id, coalesce(team_alias, '') FROM \"{table}\"{order}"):
                     team_alias[team_id] = alias
         if entities["organization"].enabled:
-            for org_id, alias in _rows_if_exists(
-                conn,
-                "LiteLLM_OrganizationTable",
-                "SELECT organization_id, coalesce(organization_alias, '') FROM \"LiteLLM_OrganizationTable\"",
-            ):
+            query = "SELECT organization_id, coalesce(organization_alias, '') FROM \"LiteLLM_OrganizationTable\""
+            for org_id, alias in rows("LiteLLM_OrganizationTable", query):
                 org_alias[org_id] = alias
         return key_meta, team_alias, org_alias
 
@@ -558,9 +558,3 @@ class UsageCollector(Collector):
             value = previous
         self._published[key] = value
         return value
-
-
-def _rows_if_exists(conn: psycopg.Connection, table: str, query: str) -> Iterable[tuple]:
-    if table not in catalog.columns(conn, [table]):
-        return []
-    return conn.execute(query).fetchall()
