@@ -147,7 +147,7 @@ class Runner:
         """True once every collector has completed a poll successfully at least once."""
         enabled = {c.name for c in self.collectors}
         with self._lock:
-            return all(s.last_success is not None for name, s in self._states.items() if name in enabled)
+            return all(self._states[name].last_success is not None for name in enabled)
 
     def snapshot_key(self) -> tuple[int, tuple[str, ...]]:
         """Changes whenever what families() returns may have: a poll, or gauges going stale."""
@@ -166,8 +166,12 @@ class Runner:
 
     def families(self) -> list[Family]:
         """Every collector's latest snapshot followed by the exporter's own metrics."""
+        # A collector a reload disabled (no proxy targets left) stops reporting altogether.
+        enabled = {c.name for c in self.collectors}
         with self._lock:
-            states = {name: replace(state, failures=Counter(state.failures)) for name, state in self._states.items()}
+            states = {
+                name: replace(self._states[name], failures=Counter(self._states[name].failures)) for name in enabled
+            }
         stale = set(self._stale(states))
         result: list[Family] = []
         for name, state in states.items():

@@ -147,3 +147,19 @@ def test_proxy_probes_are_served_by_the_exporter(fake_proxy, make_exporter, lite
     assert samples["litellm_proxy_up"] == {frozenset({("target", proxy.url)}): 1.0}
     assert samples["litellm_proxy_info"] == {frozenset({("target", proxy.url), ("version", "1.55.8")}): 1.0}
     assert samples["litellm_exporter_collector_success"][frozenset({("collector", "proxy")})] == 1.0
+
+
+def test_a_reload_without_targets_stops_every_proxy_series(fake_proxy, make_exporter, litellm_dsn):
+    from exporter.config import parse
+
+    from .conftest import poll, scrape
+
+    proxy = fake_proxy("healthy")
+    document = {"database": {"dsn": litellm_dsn}, "collectors": {"proxy": {"targets": [proxy.url]}}}
+    exporter = make_exporter(parse(document))
+    poll(exporter)
+    assert "litellm_proxy_up" in scrape(exporter)
+    exporter.reload(parse({"database": {"dsn": litellm_dsn}}))
+    samples = scrape(exporter)
+    assert not [name for name in samples if name.startswith("litellm_proxy_")]
+    assert frozenset({("collector", "proxy")}) not in samples["litellm_exporter_collector_success"]

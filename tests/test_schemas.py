@@ -190,6 +190,21 @@ def test_spend_log_source_counts_late_rows_once_across_polls(make_exporter, conn
     assert set(sources(samples).values()) <= {"LiteLLM_SpendLogs", "none"}
 
 
+def test_widening_the_spend_log_margin_on_reload_counts_nothing_twice(make_exporter, conn, clock, litellm_dsn):
+    import dataclasses
+
+    from .conftest import make_config
+
+    write_spend_logs(conn, 1, 400, clock.now, minutes_back=120)
+    config = make_config(litellm_dsn, source="spend_logs", spend_logs_late_margin=300.0)
+    exporter = make_exporter(config)
+    poll(exporter)
+    # Rows between the old and the new cutoff were summed into the base already.
+    exporter.reload(dataclasses.replace(config, usage=dataclasses.replace(config.usage, spend_logs_late_margin=3600.0)))
+    poll(exporter)
+    assert_spend_log_families(conn, scrape(exporter), ("litellm", "litellm_user", "litellm_tag"))
+
+
 def test_spend_log_source_on_a_partitioned_table(make_exporter, conn, clock):
     conn.execute('ALTER TABLE "LiteLLM_SpendLogs" RENAME TO "LiteLLM_SpendLogs_plain"')
     conn.execute(

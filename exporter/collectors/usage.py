@@ -222,6 +222,12 @@ class _TableState:
         return totals
 
 
+def _split(config: UsageConfig) -> tuple:
+    """What decides which rows are summed into the base and which are read each poll."""
+    enabled = frozenset(name for name, entity in config.entities.items() if entity.enabled)
+    return config.lookback_days, config.source, config.spend_logs_late_margin, enabled
+
+
 def _add(into: dict[Group, list[float]], group: Group, values: Sequence[float]) -> None:
     current = into.get(group)
     if current is None:
@@ -267,11 +273,9 @@ class UsageCollector(Collector):
     def reconfigure(self, config: Config) -> None:
         old, self._config = self._config, config.usage
         self.interval = self._config.interval
-        enabled = {name for name, entity in self._config.entities.items() if entity.enabled}
-        if old.lookback_days != self._config.lookback_days or enabled != {
-            name for name, entity in old.entities.items() if entity.enabled
-        }:
-            self.request_resync()  # the split between base and window, or the tables read, changed
+        if _split(old) != _split(self._config):
+            # Rows between an old and a new cutoff would be in the base and the window at once.
+            self.request_resync()
 
     def request_resync(self) -> None:
         """Make the next poll recompute every sum from the tables."""
