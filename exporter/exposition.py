@@ -35,21 +35,24 @@ class SnapshotCollector(RegistryCollector):
         return []
 
 
+def _registry(*collectors: RegistryCollector) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    for collector in collectors:
+        registry.register(collector)
+    return registry
+
+
 class Exposition:
     def __init__(self, runner: Runner) -> None:
         self._runner = runner
-        self._snapshot = CollectorRegistry(auto_describe=False)
-        self._snapshot.register(SnapshotCollector(runner))
-        self._process = CollectorRegistry(auto_describe=False)
-        ProcessCollector(registry=self._process)
-        PlatformCollector(registry=self._process)
+        snapshot = SnapshotCollector(runner)
+        process = (ProcessCollector(registry=None), PlatformCollector(registry=None))
+        self._snapshot = _registry(snapshot)
+        self._process = _registry(*process)
+        # Everything in one registry, for callers that want prometheus-client's own functions.
+        self.registry = _registry(snapshot, *process)
         self._lock = threading.Lock()
         self._cache: dict[bool, tuple[object, bytes]] = {}
-        # Everything in one registry, for callers that want prometheus-client's own functions.
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(SnapshotCollector(runner))
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
 
     def render(self, accept: str) -> tuple[bytes, str]:
         """The exposition in the format the Accept header asks for, and its content type."""

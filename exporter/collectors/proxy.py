@@ -78,13 +78,18 @@ def _json(body: bytes) -> dict:
     return payload if isinstance(payload, dict) else {}
 
 
+def _executor(targets: int) -> ThreadPoolExecutor:
+    # One thread a target: probes run side by side, so a slow replica delays no other.
+    return ThreadPoolExecutor(max_workers=max(1, targets), thread_name_prefix="proxy-probe")
+
+
 class ProxyCollector(Collector):
     name = "proxy"
 
     def __init__(self, config: ProxyConfig) -> None:
         self._config = config
         self.interval = config.interval
-        self._pool = ThreadPoolExecutor(max_workers=max(1, len(config.targets)), thread_name_prefix="proxy-probe")
+        self._pool = _executor(len(config.targets))
 
     @property
     def enabled(self) -> bool:
@@ -92,7 +97,8 @@ class ProxyCollector(Collector):
 
     def reconfigure(self, config: Config) -> None:
         if len(config.proxy.targets) > len(self._config.targets):
-            self._pool = ThreadPoolExecutor(max_workers=len(config.proxy.targets), thread_name_prefix="proxy-probe")
+            old, self._pool = self._pool, _executor(len(config.proxy.targets))
+            old.shutdown(wait=False)
         self._config = config.proxy
         self.interval = config.proxy.interval
 
