@@ -7,6 +7,8 @@ from collections.abc import Iterable
 
 import psycopg
 
+SPEND_LOGS = "LiteLLM_SpendLogs"
+
 
 def columns(conn: psycopg.Connection, tables: Iterable[str]) -> dict[str, set[str]]:
     """The columns of each of ``tables`` that exists (a missing table is left out)."""

@@ -12,8 +12,6 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
-import psycopg
-
 from .. import catalog
 from ..cardinality import SeriesCap
 from ..config import BudgetsConfig, Config
@@ -224,11 +222,11 @@ class BudgetsCollector(Collector):
             found = catalog.columns(conn, [spec.table for spec in SPECS] + [BUDGET_TABLE])
             for declared in SPECS:
                 entity = self._config.entities[declared.entity]
-                spec = _adapt(declared, found)
-                if entity.enabled and spec is not None:
+                spec = _adapt(declared, found) if entity.enabled else None
+                if spec is not None:
                     rows = {
                         tuple(str(v) for v in row[: len(spec.labels)]): row[len(spec.labels) :]
-                        for row in _read(conn, spec, entity.only_with_limits)
+                        for row in conn.execute(_select(spec, entity.only_with_limits))
                     }
                     # The cap keeps the entities spending most in their current period.
                     rows = self._cap.apply(
@@ -236,10 +234,6 @@ class BudgetsCollector(Collector):
                     )
                     families += _families(spec, rows)
         return families
-
-
-def _read(conn: psycopg.Connection, spec: _Spec, only_with_limits: bool) -> list[tuple]:
-    return conn.execute(_select(spec, only_with_limits)).fetchall()
 
 
 def _families(spec: _Spec, rows: dict[tuple[str, ...], tuple]) -> list[Family]:
@@ -259,7 +253,7 @@ def _families(spec: _Spec, rows: dict[tuple[str, ...], tuple]) -> list[Family]:
         "max_budget_usd": f"{the} maximum budget in US dollars per budget period.",
         "soft_budget_usd": f"{the} soft budget in US dollars: crossing it alerts, it does not block.",
         "budget_remaining_usd": f"{the} max budget minus its spend; negative when overspent.",
-        "budget_reset_timestamp_seconds": f"When {the[4:]} budget period next resets, as a Unix time.",
+        "budget_reset_timestamp_seconds": f"When the {spec.describe}'s budget period next resets, as a Unix time.",
         "tpm_limit": f"{the} tokens-per-minute limit.",
         "rpm_limit": f"{the} requests-per-minute limit.",
         "blocked": f"Whether the {spec.describe} is blocked (1) or not (0).",

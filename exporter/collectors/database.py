@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import time
 
+from ..catalog import SPEND_LOGS
 from ..config import Config, DatabaseProbeConfig
 from ..db import Database
 from ..families import Family, build, gauge
 from .base import Collector
 
 _UP_HELP = "Whether the exporter's last probe of the LiteLLM database succeeded (1) or not (0)."
-SPEND_LOGS = '"LiteLLM_SpendLogs"'
 
 # The table and, when it is range-partitioned, every partition below it.
 _SPEND_LOGS_SIZE = """
@@ -49,11 +49,11 @@ class DatabaseCollector(Collector):
             version, size = conn.execute(
                 "SELECT current_setting('server_version'), pg_database_size(current_database())::float8"
             ).fetchone()
-            rows, table_bytes = conn.execute(_SPEND_LOGS_SIZE, {"t": SPEND_LOGS}).fetchone()
+            rows, table_bytes = conn.execute(_SPEND_LOGS_SIZE, {"t": f'"{SPEND_LOGS}"'}).fetchone()
             latest = None
             if table_bytes is not None:
                 latest = conn.execute(
-                    f'SELECT extract(epoch FROM max("startTime"))::float8 FROM {SPEND_LOGS}'
+                    f'SELECT extract(epoch FROM max("startTime"))::float8 FROM "{SPEND_LOGS}"'
                 ).fetchone()[0]
         families = [
             gauge("litellm_db_up", _UP_HELP, 1.0),

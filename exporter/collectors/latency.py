@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 
 from .. import catalog
+from ..catalog import SPEND_LOGS
 from ..config import Config, LatencyConfig
 from ..db import Database
 from ..errors import SchemaMismatch
@@ -38,7 +39,6 @@ WHERE "startTime" >= %s
 """
 
 
-SPEND_LOGS = "LiteLLM_SpendLogs"
 _ELAPSED = 'extract(epoch FROM ("endTime" - "startTime"))'
 
 
@@ -97,10 +97,10 @@ class LatencyCollector(Collector):
             if columns is None:
                 raise SchemaMismatch(f"table {SPEND_LOGS} not found")
             # request_duration_ms came in 2025; before it, endTime - startTime is all there is.
-            duration = _ELAPSED
+            duration_sql = _ELAPSED
             if "request_duration_ms" in columns:
-                duration = f"coalesce(request_duration_ms / 1000.0, {_ELAPSED})"
-            rows = conn.execute(_QUERY.format(duration=duration), (lower.replace(tzinfo=None),)).fetchall()
+                duration_sql = f"coalesce(request_duration_ms / 1000.0, {_ELAPSED})"
+            rows = conn.execute(_QUERY.format(duration=duration_sql), (lower.replace(tzinfo=None),)).fetchall()
         for request_id, started, model_group, duration, ttft in rows:
             if request_id in self._seen:
                 continue

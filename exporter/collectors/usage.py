@@ -31,6 +31,7 @@ from psycopg import sql
 
 from .. import catalog
 from ..cardinality import SeriesCap
+from ..catalog import SPEND_LOGS
 from ..config import Config, UsageConfig
 from ..db import Database
 from ..families import Family, build
@@ -100,7 +101,6 @@ ENTITY_SOURCES = {
     ),
     "tag": Source("LiteLLM_DailyTagSpend", ("tag", "model_group"), ("tag", "model_group")),
 }
-SPEND_LOGS = "LiteLLM_SpendLogs"
 # Where the labels of ids come from: aliases and a key's team.
 _METADATA_TABLES = (
     "LiteLLM_VerificationToken",
