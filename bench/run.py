@@ -1,14 +1,14 @@
-"""Benchmark: database time per poll, start-up, scrape time and memory, at several history sizes.
+"""Benchmark: the exporter's database time, CPU, memory and scrape latency on LiteLLM-shaped data.
 
-    python bench/run.py                       # 30k, 300k and 1M spend-log rows
-    python bench/run.py --sizes 30000,100000  # quicker
+    python bench/run.py                  # both parts below
+    python bench/run.py --part sizes     # realistic traffic over 3 and 90 days (33k and 1M spend logs)
+    python bench/run.py --part busy      # a busy deployment, every collector polling each second
 
 It starts a throwaway PostgreSQL cluster of its own (the local server's binaries, with
 pg_stat_statements and auto_explain preloaded), builds LiteLLM's schema from
-litellm-proxy-extras, and fills it with the same traffic per day at every size: a larger size
-is a longer history, not a busier proxy. The exporter connects as a role of its own, so
-pg_stat_statements can tell its queries from the benchmark's writes. Results go to stdout and
-to bench/results/latest.md.
+litellm-proxy-extras, and fills it with the traffic of ``bench/traffic.py``. The exporter
+connects as a role of its own, so pg_stat_statements can tell its queries from the benchmark's
+writes. Results go to stdout and to bench/results/latest.md.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-import random
 import re
 import shutil
 import signal
@@ -25,9 +24,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg
@@ -36,23 +35,14 @@ from psycopg.conninfo import make_conninfo
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from traffic import BUSY, REALISTIC, Shape, create_entities, daily_rows, write_requests  # noqa: E402
 
 from exporter.app import Exporter  # noqa: E402
 from exporter.config import parse  # noqa: E402
 from exporter.litellm_schema import apply_migrations  # noqa: E402
-from exporter.spend_writer import Caller, SpendWriter, World, random_requests  # noqa: E402
 
-ROWS_PER_DAY = 11_111  # 1M rows is 90 days of this traffic
-# Rows each daily table gains per day at that traffic (about 1,100, so 1M spend-log rows come
-# with about 100k daily rows); the entity active on row n of day d shifts from day to day, so a
-# long history holds many (entity, model group) pairs, as a real one does.
-DAILY_ROWS_PER_DAY = {
-    "LiteLLM_DailyUserSpend": ("user_id", "'user-' || ((n + 7 * d) % 2000)", 700),
-    "LiteLLM_DailyTeamSpend": ("team_id", "'team-' || ((n + 3 * d) % 300)", 200),
-    "LiteLLM_DailyOrganizationSpend": ("organization_id", "'org-' || ((n + d) % 20)", 50),
-    "LiteLLM_DailyEndUserSpend": ("end_user_id", "'customer-' || ((n + 11 * d) % 1000)", 100),
-    "LiteLLM_DailyTagSpend": ("tag", "'tag-' || ((n + d) % 100)", 50),
-}
 ROLE = "litellm_exporter_bench"
 
 
@@ -110,80 +100,6 @@ def find_bindir(explicit: str | None) -> Path:
     return Path(candidates[-1])
 
 
-def fill(dsn: str, rows: int) -> int:
-    """LiteLLM-shaped history: ``rows`` spend logs at ROWS_PER_DAY, and the daily rollups."""
-    days = max(1, round(rows / ROWS_PER_DAY))
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            """
-            INSERT INTO "LiteLLM_BudgetTable" (budget_id, max_budget, soft_budget, created_by, updated_by)
-            SELECT 'budget-' || o, 1000, 800, 'bench', 'bench' FROM generate_series(0, 19) o;
-            INSERT INTO "LiteLLM_OrganizationTable" (organization_id, organization_alias, budget_id, created_by,
-                                                     updated_by)
-            SELECT 'org-' || o, 'Org ' || o, 'budget-' || o, 'bench', 'bench' FROM generate_series(0, 19) o;
-            INSERT INTO "LiteLLM_TeamTable" (team_id, team_alias, organization_id, max_budget, soft_budget,
-                                             budget_reset_at, updated_at)
-            SELECT 'team-' || t, 'Team ' || t, 'org-' || (t % 20), CASE WHEN t % 2 = 0 THEN 500 END,
-                   CASE WHEN t % 2 = 0 THEN 400 END, now() + interval '10 days', now()
-            FROM generate_series(0, 299) t;
-            INSERT INTO "LiteLLM_UserTable" (user_id) SELECT 'user-' || u FROM generate_series(0, 1999) u;
-            INSERT INTO "LiteLLM_VerificationToken" (token, key_alias, team_id, user_id, max_budget, budget_reset_at)
-            SELECT md5('key-' || k), 'key ' || k, 'team-' || (k % 300), 'user-' || k,
-                   CASE WHEN k % 4 = 0 THEN 50 END, now() + interval '7 days'
-            FROM generate_series(0, 1999) k;
-            """
-        )
-        conn.execute(
-            """
-            INSERT INTO "LiteLLM_SpendLogs" (request_id, call_type, api_key, spend, total_tokens, prompt_tokens,
-                completion_tokens, "startTime", "endTime", "completionStartTime", model, model_group,
-                custom_llm_provider, "user", team_id, end_user, status, request_duration_ms, created_at, updated_at)
-            SELECT 'req-' || i, 'acompletion', md5('key-' || (i %% 2000)), (i %% 97) * 0.0001, 300, 200, 100,
-                   ts, ts + (i %% 30) * interval '1 second', ts + (i %% 7) * interval '100 milliseconds',
-                   'model-' || (i %% 5), 'group-' || (i %% 5), 'openai', 'user-' || (i %% 2000),
-                   'team-' || (i %% 2000 %% 300), 'customer-' || (i %% 1000), 'success', 1000 + (i %% 29000), ts, ts
-            FROM (
-                SELECT i, (now() AT TIME ZONE 'UTC') - (i::float8 / %(rows)s) * %(days)s * interval '1 day' AS ts
-                FROM generate_series(1, %(rows)s) i
-            ) g
-            """,
-            {"rows": rows, "days": days},
-        )
-        for table, (column, entity, per_day) in DAILY_ROWS_PER_DAY.items():
-            conn.execute(
-                sql.SQL(
-                    "INSERT INTO {table} (id, {column}, date, api_key, model, model_group, custom_llm_provider,"
-                    " endpoint, spend, prompt_tokens, completion_tokens, api_requests, successful_requests,"
-                    " failed_requests, created_at, updated_at)"
-                    " SELECT md5(%(table)s || d || '-' || n), " + entity.replace("%", "%%") + ","
-                    " to_char((now() AT TIME ZONE 'UTC') - d * interval '1 day', 'YYYY-MM-DD'),"
-                    " md5('key-' || ((n + 7 * d) %% 2000)), 'model-' || (n %% 5), 'group-' || (n %% 5), 'openai',"
-                    " '/chat/completions', (n %% 89) * 0.01, 200 * n, 100 * n, 10, 9, 1,"
-                    " now() - d * interval '1 day', now() - d * interval '1 day'"
-                    " FROM generate_series(0, %(days)s - 1) d, generate_series(0, %(per_day)s - 1) n"
-                    " ON CONFLICT DO NOTHING"
-                ).format(table=sql.Identifier(table), column=sql.Identifier(column)),
-                {"table": table, "days": days, "per_day": per_day},
-            )
-        # Newer proxies build this index after their migrations (litellm-proxy-extras does it).
-        conn.execute('CREATE INDEX IF NOT EXISTS bench_api_key_start ON "LiteLLM_SpendLogs" (api_key, "startTime")')
-        conn.execute("VACUUM ANALYZE")
-        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (ROLE,)).fetchone():
-            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(ROLE)))
-        conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(sql.Identifier(ROLE)))
-        daily = sum(
-            conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))).fetchone()[0]
-            for t in DAILY_ROWS_PER_DAY
-        )
-    return daily
-
-
-def live_world(dsn: str) -> World:
-    with psycopg.connect(dsn) as conn:
-        rows = conn.execute('SELECT token, team_id, user_id FROM "LiteLLM_VerificationToken" LIMIT 200').fetchall()
-    return World(tuple(Caller(t, team, user, None) for t, team, user in rows), ("customer-1",), ("tag-1",))
-
-
 def exporter_config(dsn: str, **collectors: object):
     return parse({"database": {"dsn": dsn, "statement_timeout": "60s"}, "collectors": collectors})
 
@@ -211,8 +127,10 @@ def reset_statements(admin: str) -> None:
 
 
 def naive_scan_ms(dsn: str) -> float:
+    """One naive aggregate of the whole spend-log table, warm: the best of three after one run."""
     best = float("inf")
     with psycopg.connect(dsn) as conn:
+        conn.execute('SELECT team_id, model, sum(spend), count(*) FROM "LiteLLM_SpendLogs" GROUP BY 1, 2').fetchall()
         for _ in range(3):
             started = time.perf_counter()
             conn.execute(
@@ -258,116 +176,6 @@ def seq_scans(plan_texts: list[str], pattern: str) -> list[str]:
     return [p for p in plan_texts if re.search(r"Seq Scan on \"?" + pattern, p)]
 
 
-def serve_and_scrape(dsn: str, scrapes: int) -> dict[str, float]:
-    """Run the exporter as a process: time to its first complete snapshot, scrape times, RSS."""
-    port = free_port()
-    config = Path(tempfile.mkdtemp()) / "config.yaml"
-    config.write_text("database:\n  dsn: ${BENCH_DSN}\n  statement_timeout: 60s\n")
-    started = time.monotonic()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "exporter.cli",
-            "--config",
-            str(config),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--poll-interval",
-            "5s",
-            "--log-level",
-            "warning",
-        ],
-        env={**os.environ, "BENCH_DSN": dsn},
-        cwd=REPO,
-    )
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() - started > 120:
-                raise SystemExit("bench: the exporter never became ready")
-            time.sleep(0.05)
-        ready = time.monotonic() - started
-        times, series = [], 0
-        for _ in range(scrapes):
-            t0 = time.perf_counter()
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-                body = response.read()
-            times.append((time.perf_counter() - t0) * 1000)
-        series = sum(1 for line in body.decode().splitlines() if line and not line.startswith("#"))
-        status = Path(f"/proc/{process.pid}/status").read_text()
-        rss = int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
-        peak = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=20)
-    times.sort()
-    return {
-        "ready_s": ready,
-        "series": series,
-        "p50_ms": statistics.median(times),
-        "p99_ms": times[min(len(times) - 1, int(len(times) * 0.99))],
-        "rss_mb": rss,
-        "peak_rss_mb": peak,
-    }
-
-
-def run_size(cluster: Cluster, rows: int, cycles: int) -> dict[str, object]:
-    database = f"bench_{rows}"
-    with psycopg.connect(cluster.admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-    admin_dsn = make_conninfo(cluster.admin, dbname=database)
-    apply_migrations(admin_dsn)
-    started = time.perf_counter()
-    daily = fill(admin_dsn, rows)
-    print(
-        f"  filled {rows} spend-log rows and {daily} daily rows in {time.perf_counter() - started:.0f}s",
-        file=sys.stderr,
-    )
-    dsn = make_conninfo(admin_dsn, user=ROLE)
-
-    exporter = Exporter(exporter_config(dsn))
-    exporter.db.open(wait=True)
-    world = live_world(admin_dsn)
-    rng = random.Random(1)
-    try:
-        reset_statements(cluster.admin)
-        t0 = time.perf_counter()
-        poll_all(exporter)  # the first complete snapshot, with the full resync
-        startup_s = time.perf_counter() - t0
-        startup_db_ms, _ = db_time_ms(cluster.admin, database)
-        with psycopg.connect(admin_dsn, autocommit=True) as writer_conn:
-            writer = SpendWriter(writer_conn)
-            reset_statements(cluster.admin)
-            for _ in range(cycles):
-                now = datetime.now(timezone.utc)
-                writer.record(*random_requests(rng, world, 30, now - timedelta(minutes=2), now))
-                writer.flush(now)
-                poll_all(exporter)
-        steady_ms, calls = db_time_ms(cluster.admin, database)
-    finally:
-        exporter.db.close()
-    startup_plans, steady_plans = explain(cluster, dsn, database)
-    return {
-        "rows": rows,
-        "daily_rows": daily,
-        "startup_s": startup_s,
-        "startup_db_ms": startup_db_ms,
-        "poll_db_ms": steady_ms / cycles,
-        "queries_per_poll": calls / cycles,
-        "naive_ms": naive_scan_ms(admin_dsn),
-        "spend_log_seq_scans": seq_scans(startup_plans + steady_plans, "LiteLLM_SpendLogs"),
-        "daily_seq_scans_steady": seq_scans(steady_plans, "LiteLLM_Daily"),
-        "steady_plans": steady_plans,
-        "dsn": dsn,
-    }
-
-
 def describe_machine() -> str:
     cpu = "unknown CPU"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -378,61 +186,253 @@ def describe_machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {memory} GiB RAM, Python {sys.version.split()[0]}"
 
 
+def create(cluster: Cluster, database: str, shape: Shape, days: int) -> tuple[str, str, dict[str, int]]:
+    with psycopg.connect(cluster.admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    admin_dsn = make_conninfo(cluster.admin, dbname=database)
+    apply_migrations(admin_dsn)
+    started = time.perf_counter()
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        create_entities(conn, shape)
+        # A day at a time, so that the generator's temporary table stays small.
+        for day in range(days):
+            write_requests(conn, shape, days=1, seed=0.1 + day / (days + 1), day_offset=day)
+        # Newer proxies build this index after their migrations (litellm-proxy-extras does it).
+        conn.execute('CREATE INDEX IF NOT EXISTS bench_api_key_start ON "LiteLLM_SpendLogs" (api_key, "startTime")')
+        conn.execute("VACUUM ANALYZE")
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (ROLE,)).fetchone():
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(ROLE)))
+        conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(sql.Identifier(ROLE)))
+        rows = daily_rows(conn)
+        rows[SPEND_LOGS] = conn.execute('SELECT count(*) FROM "LiteLLM_SpendLogs"').fetchone()[0]
+    print(f"  filled {database} in {time.perf_counter() - started:.0f}s: {rows}", file=sys.stderr)
+    return admin_dsn, make_conninfo(admin_dsn, user=ROLE), rows
+
+
+SPEND_LOGS = "LiteLLM_SpendLogs"
+
+
+def run_size(cluster: Cluster, days: int, cycles: int) -> dict[str, object]:
+    """Every collector polled once a second for ``cycles`` cycles, a proxy flush every ten."""
+    database = f"bench_realistic_{days}d"
+    admin_dsn, dsn, rows = create(cluster, database, REALISTIC, days)
+    exporter = Exporter(exporter_config(dsn))
+    exporter.db.open(wait=True)
+    per_flush = max(1, round(REALISTIC.requests_per_day / 86400 * 10))
+    try:
+        reset_statements(cluster.admin)
+        t0 = time.perf_counter()
+        poll_all(exporter)  # the first complete snapshot, with the full resync
+        startup_s = time.perf_counter() - t0
+        startup_db_ms, _ = db_time_ms(cluster.admin, database)
+        with psycopg.connect(admin_dsn, autocommit=True) as writer:
+            reset_statements(cluster.admin)
+            for cycle in range(cycles):
+                if cycle % 10 == 0:
+                    write_requests(writer, REALISTIC, per_day=per_flush, spread_seconds=0, seed=cycle / cycles)
+                started = time.monotonic()
+                poll_all(exporter)
+                time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+        steady_ms, calls = db_time_ms(cluster.admin, database)
+    finally:
+        exporter.db.close()
+    startup_plans, steady_plans = explain(cluster, dsn, database)
+    return {
+        "days": days,
+        "rows": rows,
+        "startup_s": startup_s,
+        "startup_db_ms": startup_db_ms,
+        "poll_db_ms": steady_ms / cycles,
+        "queries_per_poll": calls / cycles,
+        "naive_ms": naive_scan_ms(admin_dsn),
+        "spend_log_seq_scans": seq_scans(startup_plans + steady_plans, "LiteLLM_SpendLogs"),
+        "daily_seq_scans_steady": seq_scans(steady_plans, "LiteLLM_Daily"),
+        "steady_plans": steady_plans,
+    }
+
+
+def start_exporter(dsn: str, *extra: str) -> tuple[subprocess.Popen, int, float]:
+    """The exporter as a process with the shipped config.yaml; returns it, its port, and the
+    seconds to its first complete snapshot (/ready)."""
+    port = free_port()
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "exporter.cli",
+            "--config",
+            str(REPO / "config.yaml"),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            *extra,
+        ],
+        env={**os.environ, "LITELLM_DATABASE_URL": dsn},
+        cwd=REPO,
+    )
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5) as response:
+                if response.status == 200:
+                    return process, port, time.monotonic() - started
+        except OSError:
+            pass
+        if time.monotonic() - started > 300 or process.poll() is not None:
+            process.kill()
+            raise SystemExit("bench: the exporter never became ready")
+        time.sleep(0.02)
+
+
+def proc_status(pid: int) -> tuple[float, float]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss = int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+    peak = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+    return rss, peak
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_busy(cluster: Cluster, seconds: float, warmup: float) -> dict[str, object]:
+    """The busy deployment: shipped config for start-up, then every collector each second
+    under live flushes and continuous scrapes."""
+    database = "bench_busy"
+    admin_dsn, dsn, rows = create(cluster, database, BUSY, 3)
+    result: dict[str, object] = {"rows": rows}
+
+    process, port, ready = start_exporter(dsn)
+    try:
+        time.sleep(30)
+        result["shipped_ready_s"] = ready
+        result["shipped_rss_mb"], result["shipped_peak_mb"] = proc_status(process.pid)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
+
+    process, port, ready = start_exporter(dsn, "--poll-interval", "1s")
+    stop = threading.Event()
+    per_flush = max(1, round(BUSY.requests_per_day / 86400 * 10))
+
+    def flush_every_ten_seconds() -> None:
+        with psycopg.connect(admin_dsn, autocommit=True) as writer:
+            n = 0
+            while not stop.wait(10.0):
+                n += 1
+                write_requests(writer, BUSY, per_day=per_flush, spread_seconds=0, seed=n / 1000)
+
+    writer = threading.Thread(target=flush_every_ten_seconds, daemon=True)
+    writer.start()
+    try:
+        time.sleep(warmup)
+        reset_statements(cluster.admin)
+        cpu0, wall0 = cpu_seconds(process.pid), time.monotonic()
+        times: list[float] = []
+        body = b""
+        while time.monotonic() - wall0 < seconds:
+            t0 = time.perf_counter()
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+                body = response.read()
+            times.append((time.perf_counter() - t0) * 1000)
+            time.sleep(0.25)
+        wall = time.monotonic() - wall0
+        cpu = cpu_seconds(process.pid) - cpu0
+        db_ms, _ = db_time_ms(cluster.admin, database)
+        rss, peak = proc_status(process.pid)
+    finally:
+        stop.set()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
+        writer.join(timeout=30)
+    times.sort()
+    result.update(
+        {
+            "seconds": wall,
+            "rss_mb": rss,
+            "peak_mb": peak,
+            "cpu_share": cpu / wall,
+            "db_ms_per_s": db_ms / wall,
+            "series": sum(1 for line in body.decode().splitlines() if line and not line.startswith("#")),
+            "scrapes": len(times),
+            "p50_ms": statistics.median(times),
+            "p99_ms": times[min(len(times) - 1, int(len(times) * 0.99))],
+            "max_ms": times[-1],
+            "ready_1s": ready,
+        }
+    )
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="30000,300000,1000000", help="spend-log rows per run, comma-separated")
-    parser.add_argument("--cycles", type=int, default=20, help="steady-state poll cycles measured per size")
-    parser.add_argument("--scrapes", type=int, default=300, help="scrapes timed at the largest size")
+    parser.add_argument("--part", choices=("all", "sizes", "busy"), default="all")
+    parser.add_argument("--days", default="3,90", help="days of realistic history per size, comma-separated")
+    parser.add_argument("--cycles", type=int, default=30, help="steady-state poll cycles (one a second) per size")
+    parser.add_argument("--seconds", type=float, default=30.0, help="steady state measured for the busy deployment")
     parser.add_argument("--pg-bin", help="directory of the PostgreSQL server binaries")
     args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
     cluster = Cluster(find_bindir(args.pg_bin))
     with psycopg.connect(cluster.admin) as conn:
-        server = conn.execute("SHOW server_version").fetchone()[0]
-    results = []
+        server = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+    sizes, busy = [], None
     try:
-        for rows in sizes:
-            print(f"size {rows} ...", file=sys.stderr)
-            results.append(run_size(cluster, rows, args.cycles))
-        serving = serve_and_scrape(results[-1]["dsn"], args.scrapes)
+        if args.part in ("all", "sizes"):
+            for days in (int(d) for d in args.days.split(",")):
+                print(f"realistic, {days} days ...", file=sys.stderr)
+                sizes.append(run_size(cluster, days, args.cycles))
+        if args.part in ("all", "busy"):
+            print("busy ...", file=sys.stderr)
+            busy = run_busy(cluster, args.seconds, warmup=10.0)
     finally:
         cluster.stop()
-
-    base = results[0]["poll_db_ms"]
-    lines = [
-        f"Machine: {describe_machine()}; PostgreSQL {server} (a cluster of the benchmark's own, fsync off).",
-        "",
-        "| spend-log rows | daily rows | DB time per poll cycle (ms) | vs smallest | queries per cycle "
-        "| naive full-scan aggregate (ms) | naive / per-cycle | first snapshot (s) | DB time at start-up (ms) "
-        "| seq scans of SpendLogs | seq scans of daily tables after start-up |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in results:
-        lines.append(
-            f"| {r['rows']:,} | {r['daily_rows']:,} | {r['poll_db_ms']:.1f} | {r['poll_db_ms'] / base:.2f}x"
-            f" | {r['queries_per_poll']:.0f} | {r['naive_ms']:.0f} | {r['naive_ms'] / r['poll_db_ms']:.0f}x"
-            f" | {r['startup_s']:.2f} | {r['startup_db_ms']:.0f} | {len(r['spend_log_seq_scans'])}"
-            f" | {len(r['daily_seq_scans_steady'])} |"
-        )
-    largest = results[-1]
-    lines += [
-        "",
-        f"At {largest['rows']:,} rows, the exporter as a process: first complete snapshot {serving['ready_s']:.2f} s"
-        f" after start; /metrics with {serving['series']:,} series: p50 {serving['p50_ms']:.1f} ms, p99"
-        f" {serving['p99_ms']:.1f} ms over {args.scrapes} scrapes; RSS {serving['rss_mb']:.0f} MB (peak"
-        f" {serving['peak_rss_mb']:.0f} MB).",
-        "",
-        "A sequential scan of a daily table after start-up appears only where the whole history fits in the"
-        " re-read window (the smallest size: three days of history), where the planner rightly prefers it.",
-        "",
-        f"Plans of one steady-state poll cycle at {largest['rows']:,} rows (auto_explain):",
-        "",
-        "```",
-    ]
-    for plan in largest["steady_plans"]:
-        lines.append(plan.rstrip())
+    lines = [f"Machine: {describe_machine()}; PostgreSQL {server} (a cluster of the benchmark's own, fsync off).", ""]
+    if sizes:
+        base = sizes[0]["poll_db_ms"]
+        lines += [
+            "Realistic traffic (500 keys, 200 users, 20 teams, 3 organisations, 300 end users, 6 model groups,"
+            " 0-2 of 8 tags, 11,111 requests a day), every collector polled once a second:",
+            "",
+            "| days | spend-log rows | daily rows | DB time per poll cycle (ms) | vs 3 days | queries per cycle "
+            "| naive full-scan aggregate, warm (ms) | naive / per-cycle | first snapshot (s) "
+            "| DB time at start-up (ms) "
+            "| seq scans of SpendLogs | seq scans of daily tables after start-up |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for r in sizes:
+            rows = r["rows"]
+            daily = sum(v for k, v in rows.items() if k != SPEND_LOGS)
+            lines.append(
+                f"| {r['days']} | {rows[SPEND_LOGS]:,} | {daily:,} | {r['poll_db_ms']:.1f}"
+                f" | {r['poll_db_ms'] / base:.2f}x"
+                f" | {r['queries_per_poll']:.0f} | {r['naive_ms']:.0f} | {r['naive_ms'] / r['poll_db_ms']:.0f}x"
+                f" | {r['startup_s']:.2f} | {r['startup_db_ms']:.0f} | {len(r['spend_log_seq_scans'])}"
+                f" | {len(r['daily_seq_scans_steady'])} |"
+            )
         lines.append("")
-    lines.append("```")
+    if busy:
+        rows = busy["rows"]
+        lines += [
+            "Busy deployment (5,000 keys, 2,000 users, 200 teams, 3,000 end users, 200,000 requests a day, 3 days:"
+            f" {rows[SPEND_LOGS]:,} spend-log rows,"
+            f" {sum(v for k, v in rows.items() if k != SPEND_LOGS):,} daily rows):",
+            "",
+            f"- shipped config: first complete snapshot {busy['shipped_ready_s']:.2f} s after start; RSS"
+            f" {busy['shipped_rss_mb']:.0f} MB after 30 s, peak {busy['shipped_peak_mb']:.0f} MB",
+            f"- every collector each second, {busy['seconds']:.0f} s of steady state with a flush every 10 s:"
+            f" RSS {busy['rss_mb']:.0f} MB (peak {busy['peak_mb']:.0f} MB), CPU {100 * busy['cpu_share']:.0f}% of one"
+            f" core, database {busy['db_ms_per_s']:.0f} ms per second, {busy['series']:,} series;"
+            f" /metrics p50 {busy['p50_ms']:.1f} ms, p99 {busy['p99_ms']:.1f} ms, worst {busy['max_ms']:.1f} ms"
+            f" over {busy['scrapes']} scrapes",
+            "",
+        ]
+    if sizes:
+        lines += [f"Plans of one steady-state poll cycle at {sizes[-1]['days']} days (auto_explain):", "", "```"]
+        for plan in sizes[-1]["steady_plans"]:
+            lines += [plan.rstrip(), ""]
+        lines.append("```")
     report = "\n".join(lines)
     print(report)
     out = REPO / "bench" / "results"

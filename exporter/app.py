@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 
 from . import webconfig
-from .cardinality import SeriesCap
+from .cardinality import CapReport
 from .collectors.base import Collector
 from .collectors.budgets import BudgetsCollector
 from .collectors.database import DatabaseCollector
@@ -23,13 +23,13 @@ from .web import ExporterHTTPServer
 from .webconfig import WebSecurity
 
 
-def build_collectors(config: Config, cap: SeriesCap, *, clock: Clock = utc_now) -> list[Collector]:
+def build_collectors(config: Config, caps: CapReport, *, clock: Clock = utc_now) -> list[Collector]:
     # Every collector exists; a disabled one (latency off, no proxy targets) is not polled, and
     # a reload can turn it on.
     return [
         DatabaseCollector(config.database_probe),
-        UsageCollector(config.usage, clock=clock, cap=cap),
-        BudgetsCollector(config.budgets, cap=cap),
+        UsageCollector(config.usage, clock=clock, caps=caps),
+        BudgetsCollector(config.budgets, caps=caps),
         LatencyCollector(config.latency, clock=clock),
         ProxyCollector(config.proxy),
     ]
@@ -39,12 +39,12 @@ class Exporter:
     def __init__(self, config: Config, *, clock: Clock = utc_now) -> None:
         self.config = config
         self.db = Database(config.database)
-        cap = SeriesCap()
+        caps = CapReport()
         self.runner = Runner(
             self.db,
-            build_collectors(config, cap, clock=clock),
+            build_collectors(config, caps, clock=clock),
             max_gauge_age=config.max_gauge_age,
-            self_metrics=cap.families,
+            self_metrics=caps.families,
         )
         # Read here, so that a bad web config file fails before anything starts.
         self.security = _security(config)

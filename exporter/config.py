@@ -59,7 +59,7 @@ class EntityConfig:
 @dataclass(frozen=True)
 class UsageConfig:
     interval: float = 30.0
-    lookback_days: int = 2
+    late_margin: float = 3600.0
     resync_interval: float = 3600.0
     global_max_series: int | None = 100
     # auto: the daily tables where they are there and complete, else LiteLLM_SpendLogs.
@@ -154,9 +154,10 @@ class Config:
         return config
 
 
-# Label sets per entity family (each has five counters, or one row of up to nine budget
-# gauges): the README's series budget adds these up for a 10k-key, 1k-team deployment.
-USAGE_MAX_SERIES = {"key": 1500, "team": 2500, "user": 1000, "organization": 200, "end_user": 500, "tag": 200}
+# Entities shown per usage family (each with five counters per model group, the rest summed
+# into __other__), and rows per budget family (up to nine gauges each): the README's series
+# budget adds these up for a 10k-key, 1k-team deployment.
+USAGE_MAX_SERIES = {"key": 500, "team": 200, "user": 200, "organization": 50, "end_user": 500, "tag": 100}
 BUDGET_MAX_SERIES = {
     "key": 500,
     "team": 500,
@@ -209,7 +210,7 @@ ROOT = schema.section(
                 "usage": _section(
                     {
                         "interval": Field(schema.duration(), 30.0),
-                        "lookback_days": Field(schema.integer(minimum=1, maximum=31), 2),
+                        "late_margin": Field(schema.duration(maximum=7 * 86400), 3600.0),
                         "resync_interval": Field(schema.duration(), 3600.0),
                         "global_max_series": Field(schema.integer(minimum=1), 100),
                         "source": Field(schema.choice("auto", "daily_tables", "spend_logs"), "auto"),
@@ -294,7 +295,7 @@ def parse(document: Any) -> Config:
         ),
         usage=UsageConfig(
             interval=usage["interval"],
-            lookback_days=usage["lookback_days"],
+            late_margin=usage["late_margin"],
             resync_interval=usage["resync_interval"],
             global_max_series=usage["global_max_series"],
             source=usage["source"],

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import psycopg
 from psycopg import IsolationLevel
 from psycopg.abc import Buffer
-from psycopg.adapt import Loader
+from psycopg.adapt import Dumper, Loader
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
@@ -34,9 +34,14 @@ def redact_dsn(dsn: str) -> str:
     return make_conninfo(**params)
 
 
-class _LenientText(Loader):
+class _RawText(Loader):
     def load(self, data: Buffer) -> str:
-        return bytes(data).decode("utf-8", errors="replace")
+        return bytes(data).decode("utf-8", errors="surrogateescape")
+
+
+class _RawTextDumper(Dumper):
+    def dump(self, obj: str) -> bytes:
+        return obj.encode("utf-8", errors="surrogateescape")
 
 
 class Database:
@@ -68,9 +73,11 @@ class Database:
     def _configure(conn: psycopg.Connection) -> None:
         if conn.info.encoding == "ascii":
             # A SQL_ASCII database stores any bytes, invalid UTF-8 included, and psycopg hands
-            # them over undecoded; labels need text, so decode leniently (U+FFFD for bad bytes).
+            # them over undecoded. Bytes that are not UTF-8 are kept as surrogates, so that an id
+            # sent back (a shown entity, an alias lookup) matches its row; labels show U+FFFD.
             for name in ("text", "varchar", "bpchar", "name"):
-                conn.adapters.register_loader(name, _LenientText)
+                conn.adapters.register_loader(name, _RawText)
+            conn.adapters.register_dumper(str, _RawTextDumper)
         conn.read_only = True
         conn.isolation_level = IsolationLevel.REPEATABLE_READ
         conn.autocommit = False

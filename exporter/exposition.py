@@ -1,8 +1,9 @@
-"""The prometheus-client side: the runner's snapshots and the process metrics, exposed.
+"""The runner's snapshots and the process metrics, exposed.
 
-Rendering tens of thousands of series takes tens of milliseconds, and the snapshots only
-change when a collector polls, so the rendered snapshot is kept until the runner's
-snapshot key moves; only the few process metrics are rendered on every scrape.
+The snapshots only change when a collector polls, so the rendered snapshot is kept until the
+runner's snapshot key moves, and then only the families that changed are rendered again
+(``render.FamilyRenderer``); the few process metrics are rendered by prometheus-client on
+every scrape.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector as RegistryCollector
 
+from .render import FamilyRenderer
 from .runner import Runner
 
 _EOF = b"# EOF\n"
@@ -53,6 +55,7 @@ class Exposition:
         self.registry = _registry(snapshot, *process)
         self._lock = threading.Lock()
         self._cache: dict[bool, tuple[object, bytes]] = {}
+        self._renderer = FamilyRenderer()
 
     def render(self, accept: str) -> tuple[bytes, str]:
         """The exposition in the format the Accept header asks for, and its content type."""
@@ -62,9 +65,8 @@ class Exposition:
         with self._lock:
             cached = self._cache.get(openmetrics)
         if cached is None or cached[0] != key:
-            body = encoder(self._snapshot)
-            if openmetrics and body.endswith(_EOF):
-                body = body[: -len(_EOF)]  # the process part ends the document
+            # The process part ends the document (with "# EOF" in OpenMetrics).
+            body = self._renderer.render(self._runner.families(), openmetrics=openmetrics)
             cached = (key, body)
             with self._lock:
                 self._cache[openmetrics] = cached

@@ -35,6 +35,9 @@ class Family:
     kind: Kind
     labels: tuple[str, ...] = ()
     samples: tuple[tuple[tuple[str, ...], Value], ...] = field(default=())
+    # Labels left off a sample where their value is empty (Prometheus reads an empty label as
+    # an absent one): the overflow series' identity label, which only ``__other__`` carries.
+    omit_empty: frozenset[str] = frozenset()
 
     def to_metric(self) -> Metric:
         if self.kind == "histogram":
@@ -46,10 +49,22 @@ class Family:
             return histogram
         factory = CounterMetricFamily if self.kind == "counter" else GaugeMetricFamily
         metric: Metric = factory(self.name, self.documentation, labels=self.labels)
+        sample_name = f"{self.name}_total" if self.kind == "counter" else self.name
         for values, value in self.samples:
             # No created timestamp: a counter here is a database sum, not a process-local count.
-            metric.add_metric(values, value)
+            labels = {
+                n: clean_label(v) for n, v in zip(self.labels, values, strict=True) if v or n not in self.omit_empty
+            }
+            metric.add_sample(sample_name, labels, float(value))  # type: ignore[arg-type]
         return metric
+
+
+def clean_label(value: str) -> str:
+    """A label value as valid UTF-8: bytes that were not (kept as surrogates when read from a
+    SQL_ASCII database, so that they go back to it unchanged) become U+FFFD."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _bound(le: float) -> str:
@@ -67,5 +82,7 @@ def build(
     kind: Kind,
     labels: Iterable[str],
     samples: Iterable[tuple[tuple[str, ...], Value]],
+    *,
+    omit_empty: Iterable[str] = (),
 ) -> Family:
-    return Family(name, documentation, kind, tuple(labels), tuple(samples))
+    return Family(name, documentation, kind, tuple(labels), tuple(samples), frozenset(omit_empty))

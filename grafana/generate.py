@@ -16,6 +16,10 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 MODEL = 'model_group=~"$model"'
 TEAM = 'team_alias=~"$team"'
 KEY = 'key_alias=~"$key_alias"'
+# Top-N panels read the entities a family shows; everything its cap leaves out is one
+# "__other__" entity, whose share has a panel of its own.
+SHOWN_KEY = 'key_hash!="__other__"'
+SHOWN_TEAM = 'team_id!="__other__"'
 RATE = "[$__rate_interval]"
 RANGE = "[$__range]"
 
@@ -208,7 +212,7 @@ OVERVIEW = [
         [
             target(
                 "topk(10, sum by (key_alias, key_hash)"
-                f" (increase(litellm_key_spend_usd_total{{{KEY},{MODEL}}}{RANGE})))",
+                f" (increase(litellm_key_spend_usd_total{{{KEY},{MODEL},{SHOWN_KEY}}}{RANGE})))",
                 "{{key_alias}} ({{key_hash}})",
                 instant=True,
             )
@@ -220,12 +224,31 @@ OVERVIEW = [
         "Top 10 teams by spend in range",
         [
             target(
-                f"topk(10, sum by (team_alias) (increase(litellm_team_spend_usd_total{{{TEAM},{MODEL}}}{RANGE})))",
+                "topk(10, sum by (team_alias)"
+                f" (increase(litellm_team_spend_usd_total{{{TEAM},{MODEL},{SHOWN_TEAM}}}{RANGE})))",
                 "{{team_alias}}",
                 instant=True,
             )
         ],
         unit="currencyUSD",
+    ),
+    panel(
+        "timeseries",
+        "Share of spend in __other__ (entities beyond each family's max_series cap)",
+        [
+            target(
+                f'(sum(rate(litellm_{family}_spend_usd_total{{{label}="__other__"}}{RATE})) or vector(0))'
+                f" / sum(rate(litellm_spend_usd_total{RATE}))",
+                name,
+                ref=ref,
+            )
+            for ref, family, label, name in (
+                ("A", "key", "key_hash", "keys"),
+                ("B", "user", "user_id", "users"),
+                ("C", "team", "team_id", "teams"),
+            )
+        ],
+        unit="percentunit",
     ),
     panel(
         "table",

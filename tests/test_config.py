@@ -75,8 +75,8 @@ BAD = [
         " (use a number of seconds or a unit: 500ms, 30s, 5m, 1h, 1d)",
     ),
     (
-        {"database": {"dsn": DSN}, "collectors": {"usage": {"lookback_days": 0}}},
-        "collectors.usage.lookback_days: must be at least 1, got 0",
+        {"database": {"dsn": DSN}, "collectors": {"usage": {"late_margin": "8d"}}},
+        "collectors.usage.late_margin: must be at most 604800s, got '8d'",
     ),
     (
         {"database": {"dsn": DSN}, "collectors": {"usage": {"entities": {"keys": {}}}}},

@@ -140,7 +140,7 @@ KEYS = [
     "targets",
     "buckets",
     "max_series",
-    "lookback_days",
+    "late_margin",
     "bogus",
 ]
 documents = st.recursive(values, lambda inner: st.dictionaries(st.sampled_from(KEYS), inner, max_size=4), max_leaves=12)

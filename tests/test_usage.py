@@ -93,7 +93,7 @@ def _usage(samples):
 def test_counters_exact_across_utc_midnight(make_exporter, writer, rng, world, clock, conn):
     clock.now = datetime(2026, 11, 20, 23, 59, 30, tzinfo=timezone.utc)
     load_history(writer, rng, world, clock, days=3)
-    exporter = make_exporter(lookback_days=1)
+    exporter = make_exporter(late_margin=3600.0)
     poll(exporter)
 
     clock.advance(minutes=1)  # 00:00:30 on the 21st
@@ -117,7 +117,7 @@ def test_counters_exact_across_utc_midnight(make_exporter, writer, rng, world, c
 
 def test_rows_outside_the_window_are_read_only_by_the_resync(make_exporter, writer, rng, world, clock, conn):
     load_history(writer, rng, world, clock, days=10)
-    exporter = make_exporter(lookback_days=2, resync_interval=3600.0)
+    exporter = make_exporter(resync_interval=3600.0)
     poll(exporter)
     spend = sum(scrape(exporter)["litellm_spend_usd_total"].values())
 
@@ -325,7 +325,7 @@ def test_random_traffic_soak(make_exporter, litellm_dsn, clock, conn):
 
     world = seed_world(conn, rng, organizations=3, teams=7, users=9, keys=25, end_users=12)
     writer = SpendWriter(conn)
-    exporter = make_exporter(lookback_days=1)
+    exporter = make_exporter(late_margin=3600.0)
     for _ in range(12):
         clock.advance(hours=5)
         writer.record(
@@ -350,7 +350,8 @@ def test_a_table_that_appears_later_is_picked_up_without_waiting_for_the_resync(
     poll(exporter)
     assert "litellm_tag_spend_usd_total" not in scrape(exporter)
     conn.execute('ALTER TABLE "LiteLLM_DailyTagSpend_later" RENAME TO "LiteLLM_DailyTagSpend"')
-    load_history(writer, rng, world, clock, days=1)
+    # Today's traffic: a row for an earlier day landing hours late is the resync's to find.
+    load_history(writer, rng, world, clock, days=0.25)
     clock.advance(minutes=1)
     poll(exporter)
     samples = scrape(exporter)

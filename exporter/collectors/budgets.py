@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from .. import catalog
-from ..cardinality import SeriesCap
+from ..cardinality import CapReport
 from ..config import BudgetsConfig, Config
 from ..db import Database
 from ..families import Family, build
@@ -170,7 +170,10 @@ def _adapt(spec: _Spec, found: dict[str, set[str]]) -> _Spec | None:
     )
 
 
-def _select(spec: _Spec, only_with_limits: bool) -> str:
+def _select(spec: _Spec, only_with_limits: bool, limit: int | None) -> str:
+    """The rows, the ``limit`` spending most in their current period first (ties by labels),
+    each with the number of rows there are in all as its last column."""
+
     def epoch(expr: str | None) -> str:
         return _EPOCH.format(expr) if expr else "NULL::float8"
 
@@ -201,20 +204,23 @@ def _select(spec: _Spec, only_with_limits: bool) -> str:
         if spec.blocked:
             conditions.append(f"{spec.blocked} IS TRUE")
         where = " WHERE " + (" OR ".join(conditions) or "FALSE")
-    return f"SELECT {', '.join(spec.label_sql)}, {', '.join(values)} FROM {source}{where}"
+    order = ", ".join(str(i + 1) for i in range(len(spec.label_sql)))
+    cap = f" ORDER BY {len(spec.label_sql) + 1} DESC NULLS LAST, {order} LIMIT {int(limit)}" if limit else ""
+    return f"SELECT {', '.join(spec.label_sql)}, {', '.join(values)}, count(*) OVER () FROM {source}{where}{cap}"
 
 
 class BudgetsCollector(Collector):
     name = "budgets"
 
-    def __init__(self, config: BudgetsConfig, *, cap: SeriesCap | None = None) -> None:
+    def __init__(self, config: BudgetsConfig, *, caps: CapReport | None = None) -> None:
         self._config = config
         self.interval = config.interval
-        self._cap = cap or SeriesCap()
+        self._caps = caps or CapReport()
 
     def reconfigure(self, config: Config) -> None:
         self._config = config.budgets
         self.interval = config.budgets.interval
+        self._caps.forget(f"litellm_{name}_budget" for name, e in self._config.entities.items() if not e.enabled)
 
     def poll(self, db: Database) -> list[Family]:
         families: list[Family] = []
@@ -224,14 +230,13 @@ class BudgetsCollector(Collector):
                 entity = self._config.entities[declared.entity]
                 spec = _adapt(declared, found) if entity.enabled else None
                 if spec is not None:
+                    # The cap keeps whole rows: the entities spending most in their current period.
+                    found_rows = conn.execute(_select(spec, entity.only_with_limits, entity.max_series)).fetchall()
                     rows = {
-                        tuple(str(v) for v in row[: len(spec.labels)]): row[len(spec.labels) :]
-                        for row in conn.execute(_select(spec, entity.only_with_limits))
+                        tuple(str(v) for v in row[: len(spec.labels)]): row[len(spec.labels) : -1] for row in found_rows
                     }
-                    # The cap keeps the entities spending most in their current period.
-                    rows = self._cap.apply(
-                        f"litellm_{spec.entity}_budget", rows, entity.max_series, lambda _, v: v[0] or 0.0
-                    )
+                    total = found_rows[0][-1] if found_rows else 0
+                    self._caps.over_cap(f"litellm_{spec.entity}_budget", total - len(found_rows))
                     families += _families(spec, rows)
         return families
 

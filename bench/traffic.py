@@ -1,0 +1,188 @@
+"""LiteLLM-shaped traffic for the benchmark, written in bulk by SQL.
+
+A deployment is a number of keys used by fewer users in fewer teams and organisations, end
+users tied to keys, six model groups and zero to two of eight tags per request. Requests are
+generated in a temporary table, then written the way the proxy writes them: one spend-log row
+each, and the daily tables upserted with increments on their unique key (every key column
+set, as the proxy sets them, so one group's flushes merge into one row).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+MODEL_GROUPS = ("gpt-4o", "gpt-4o-mini", "claude-sonnet", "claude-haiku", "gemini-flash", "llama-70b")
+PROVIDERS = ("openai", "openai", "anthropic", "anthropic", "vertex_ai", "bedrock")
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    keys: int
+    users: int
+    teams: int
+    organizations: int
+    end_users: int
+    requests_per_day: int
+
+
+# The shape the issue tracker describes for a mid-sized proxy: 11k requests a day.
+REALISTIC = Shape("realistic", keys=500, users=200, teams=20, organizations=3, end_users=300, requests_per_day=11_111)
+# A busy deployment: 200k requests a day.
+BUSY = Shape("busy", keys=5000, users=2000, teams=200, organizations=10, end_users=3000, requests_per_day=200_000)
+
+# (daily table, entity column, the request's value for it, condition for a row)
+DAILY_TABLES = (
+    ("LiteLLM_DailyUserSpend", "user_id", "r.user_id", "TRUE"),
+    ("LiteLLM_DailyTeamSpend", "team_id", "r.team_id", "TRUE"),
+    ("LiteLLM_DailyOrganizationSpend", "organization_id", "r.organization_id", "r.organization_id IS NOT NULL"),
+    ("LiteLLM_DailyEndUserSpend", "end_user_id", "r.end_user", "r.end_user IS NOT NULL"),
+    ("LiteLLM_DailyTagSpend", "tag", "t.tag", "TRUE"),
+)
+
+
+def create_entities(conn: psycopg.Connection, shape: Shape) -> None:
+    statements = """
+        INSERT INTO "LiteLLM_BudgetTable" (budget_id, max_budget, soft_budget, created_by, updated_by)
+        SELECT 'budget-' || o, 100000, 80000, 'bench', 'bench' FROM generate_series(0, %(orgs)s - 1) o;
+        INSERT INTO "LiteLLM_OrganizationTable" (organization_id, organization_alias, budget_id, created_by, updated_by)
+        SELECT 'org-' || o, 'Org ' || o, 'budget-' || o, 'bench', 'bench' FROM generate_series(0, %(orgs)s - 1) o;
+        INSERT INTO "LiteLLM_TeamTable" (team_id, team_alias, organization_id, max_budget, soft_budget,
+                                         budget_reset_at, updated_at)
+        SELECT 'team-' || t, 'Team ' || t, 'org-' || (t %% %(orgs)s), CASE WHEN t %% 2 = 0 THEN 5000 END,
+               CASE WHEN t %% 2 = 0 THEN 4000 END, now() + interval '10 days', now()
+        FROM generate_series(0, %(teams)s - 1) t;
+        INSERT INTO "LiteLLM_UserTable" (user_id) SELECT 'user-' || u FROM generate_series(0, %(users)s - 1) u;
+        INSERT INTO "LiteLLM_VerificationToken" (token, key_alias, team_id, user_id, max_budget, budget_reset_at)
+        SELECT md5('key-' || k), 'key ' || k, 'team-' || (k %% %(users)s %% %(teams)s), 'user-' || (k %% %(users)s),
+               CASE WHEN k %% 4 = 0 THEN 500 END, now() + interval '7 days'
+        FROM generate_series(0, %(keys)s - 1) k;
+        INSERT INTO "LiteLLM_EndUserTable" (user_id, spend) SELECT 'customer-' || e, 0
+        FROM generate_series(0, %(end_users)s - 1) e
+        """
+    params = {
+        "orgs": shape.organizations,
+        "teams": shape.teams,
+        "users": shape.users,
+        "keys": shape.keys,
+        "end_users": shape.end_users,
+    }
+    for statement in statements.split(";"):
+        conn.execute(statement, params)
+
+
+def write_requests(
+    conn: psycopg.Connection,
+    shape: Shape,
+    *,
+    days: int = 1,
+    per_day: int | None = None,
+    spread_seconds: float = 86400.0,
+    spend_logs_until_now: bool = True,
+    seed: float = 0.42,
+    day_offset: int = 0,
+) -> int:
+    """Requests for each of the ``days`` days up to today (UTC), ``per_day`` of them a day,
+    spread over ``spread_seconds`` from the day's start (today's included: the daily tables
+    hold a whole day for today, the end-of-day worst case for the exporter's window), or, with
+    ``spread_seconds`` 0, all at now. Spend-log rows are written only up to now."""
+    per_day = per_day or shape.requests_per_day
+    conn.execute("SELECT setseed(%s)", (seed,))
+    conn.execute("DROP TABLE IF EXISTS bench_requests")
+    conn.execute(
+        """
+        CREATE TEMP TABLE bench_requests AS
+        WITH r AS (
+            SELECT d, i, random() AS a, random() AS b, random() AS c, random() AS e, random() AS f, random() AS g,
+                   random() AS h, random() AS s
+            FROM generate_series(%(offset)s, %(offset)s + %(days)s - 1) d, generate_series(1, %(per_day)s) i
+        ), k AS (
+            SELECT *, floor(%(keys)s * a * a)::int AS key_n, least(5, floor(6 * power(b, 1.5)))::int AS mg FROM r
+        )
+        SELECT 'req-' || md5(random()::text || d || '-' || i) AS request_id,
+               CASE WHEN %(spread)s > 0
+                    THEN date_trunc('day', now() AT TIME ZONE 'UTC') - d * interval '1 day'
+                         + s * %(spread)s * interval '1 second'
+                    ELSE now() AT TIME ZONE 'UTC' END AS ts,
+               md5('key-' || key_n) AS api_key,
+               'user-' || (key_n %% %(users)s) AS user_id,
+               'team-' || (key_n %% %(users)s %% %(teams)s) AS team_id,
+               'org-' || (key_n %% %(users)s %% %(teams)s %% %(orgs)s) AS organization_id,
+               CASE WHEN c < 0.5 THEN 'customer-' || ((key_n * 7 + floor(e * 3)::int) %% %(end_users)s) END AS end_user,
+               (ARRAY%(groups)s)[mg + 1] AS model_group,
+               (ARRAY%(groups)s)[mg + 1] || '-2026' AS model,
+               (ARRAY%(providers)s)[mg + 1] AS provider,
+               CASE WHEN f < 0.34 THEN ARRAY[]::text[]
+                    WHEN f < 0.67 THEN ARRAY['tag-' || floor(g * 8)::int]
+                    ELSE ARRAY['tag-' || floor(g * 8)::int,
+                               'tag-' || ((floor(g * 8)::int + 1 + floor(e * 7)::int) %% 8)]
+               END AS tags,
+               100 + floor(h * 3000)::int AS prompt_tokens,
+               floor(e * 800)::int AS completion_tokens,
+               h > 0.03 AS ok,
+               round(((100 + floor(h * 3000)) * 2.5e-6 + floor(e * 800) * 1e-5)::numeric, 8)::float8 AS spend
+        FROM k
+        """.replace("%(groups)s", _array(MODEL_GROUPS)).replace("%(providers)s", _array(PROVIDERS)),
+        {
+            "days": days,
+            "per_day": per_day,
+            "keys": shape.keys,
+            "users": shape.users,
+            "teams": shape.teams,
+            "orgs": shape.organizations,
+            "end_users": shape.end_users,
+            "spread": spread_seconds,
+            "offset": day_offset,
+        },
+    )
+    until_now = "WHERE ts <= now() AT TIME ZONE 'UTC'" if spend_logs_until_now else ""
+    conn.execute(
+        f"""
+        INSERT INTO "LiteLLM_SpendLogs" (request_id, call_type, api_key, spend, total_tokens, prompt_tokens,
+            completion_tokens, "startTime", "endTime", "completionStartTime", model, model_group, custom_llm_provider,
+            "user", team_id, organization_id, end_user, request_tags, status, request_duration_ms, created_at,
+            updated_at)
+        SELECT request_id, 'acompletion', api_key, spend, prompt_tokens + completion_tokens, prompt_tokens,
+               completion_tokens, ts, ts + interval '2 seconds', ts + interval '300 milliseconds', model, model_group,
+               provider, user_id, team_id, organization_id, end_user, to_jsonb(tags),
+               CASE WHEN ok THEN 'success' ELSE 'failure' END, 2000, ts, ts
+        FROM bench_requests {until_now}
+        """
+    )
+    for table, column, value, condition in DAILY_TABLES:
+        source = "bench_requests r" + (" CROSS JOIN unnest(r.tags) AS t(tag)" if value == "t.tag" else "")
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {table} AS d (id, {column}, date, api_key, model, model_group, custom_llm_provider,"
+                " mcp_namespaced_tool_name, endpoint, spend, prompt_tokens, completion_tokens, cache_read_input_tokens,"
+                " cache_creation_input_tokens, api_requests, successful_requests, failed_requests, created_at,"
+                " updated_at)"
+                " SELECT gen_random_uuid()::text, " + value + ", to_char(r.ts, 'YYYY-MM-DD'), r.api_key, r.model,"
+                " r.model_group, r.provider, '', '/chat/completions', sum(r.spend), sum(r.prompt_tokens),"
+                " sum(r.completion_tokens), 0, 0, count(*), count(*) FILTER (WHERE r.ok),"
+                " count(*) FILTER (WHERE NOT r.ok), now(), now()"
+                " FROM " + source + " WHERE " + condition + " GROUP BY 2, 3, 4, 5, 6, 7"
+                " ON CONFLICT ({column}, date, api_key, model, custom_llm_provider, mcp_namespaced_tool_name,"
+                " endpoint) DO UPDATE SET spend = d.spend + excluded.spend,"
+                " prompt_tokens = d.prompt_tokens + excluded.prompt_tokens,"
+                " completion_tokens = d.completion_tokens + excluded.completion_tokens,"
+                " api_requests = d.api_requests + excluded.api_requests,"
+                " successful_requests = d.successful_requests + excluded.successful_requests,"
+                " failed_requests = d.failed_requests + excluded.failed_requests, updated_at = now()"
+            ).format(table=sql.Identifier(table), column=sql.Identifier(column))
+        )
+    return days * per_day
+
+
+def _array(values: tuple[str, ...]) -> str:
+    return "[" + ", ".join("'" + v + "'" for v in values) + "]"
+
+
+def daily_rows(conn: psycopg.Connection) -> dict[str, int]:
+    return {
+        table: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]  # type: ignore[index]
+        for table, *_ in DAILY_TABLES
+    }

@@ -1,0 +1,488 @@
+"""Usage counters: all-time sums of LiteLLM's daily spend rollup tables.
+
+Each counter equals ``sum(column)`` over its daily table, grouped by the family's labels. To
+keep a poll's cost independent of the history, every table is split at a window start:
+
+* rows before it (the base) are summed once, at start-up and at each resync; LiteLLM only ever
+  increments rows, and days that are over stop changing;
+* rows on or after it (the window) are summed again by PostgreSQL on every poll. The window
+  starts at the date of (resync time minus ``late_margin``): today, and yesterday for a while
+  after midnight, when late flushes still land on it. When that date moves on, the next poll
+  resyncs, so the window never holds more than it must.
+
+Both sums are grouped in SQL by the labels the families publish, so memory and CPU follow
+the series served, not the rows read. A resync, aligned to the wall clock so that replicas do
+it together, also decides which entities each capped family shows: the top ``max_series``
+by all-time spend, ties by id; the rest are summed into one ``__other__`` entity.
+
+Where this LiteLLM has no daily table for an entity (or one without request counts), or the
+configuration asks for it, the same split is applied to LiteLLM_SpendLogs, cut on
+``startTime`` at the resync time minus ``spend_logs_late_margin``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+
+from ... import catalog
+from ...cardinality import OTHER, OVERFLOW_LABEL, CapReport, membership_digest
+from ...catalog import SPEND_LOGS
+from ...config import Config, UsageConfig
+from ...db import Database
+from ...families import Family, build
+from ..base import Collector
+from .sources import (
+    ENTITY_SOURCES,
+    MEASURE_BY_COLUMN,
+    USER_SOURCE,
+    Group,
+    Reading,
+    Source,
+    View,
+    daily_reading,
+    decode_sums,
+    rank_query,
+    spend_log_reading,
+    sums_query,
+)
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# Where the labels of ids come from: aliases and a key's team.
+_METADATA_TABLES = (
+    "LiteLLM_VerificationToken",
+    "LiteLLM_DeletedVerificationToken",
+    "LiteLLM_TeamTable",
+    "LiteLLM_DeletedTeamTable",
+    "LiteLLM_OrganizationTable",
+)
+
+# Per family: the labels its id becomes, and how it is described.
+_ID_LABELS = {
+    "litellm": (("model_group",), ""),
+    "litellm_key": (("key_hash", "key_alias", "team_id"), " by virtual key"),
+    "litellm_user": (("user_id",), " by internal user"),
+    "litellm_team": (("team_id", "team_alias"), " by team"),
+    "litellm_organization": (("organization_id", "organization_alias"), " by organization"),
+    "litellm_end_user": (("end_user",), " by end user (the caller's customer id)"),
+    "litellm_tag": (("tag",), " by request tag"),
+}
+_EXTRA_LABELS = {"model_group": "model_group", "model": "model", "provider": "provider"}
+
+
+@dataclass(frozen=True)
+class Membership:
+    """The entities a capped view shows: None shows every entity (there are no more than the
+    cap), with how many entities are left out and the overflow series' identity."""
+
+    members: frozenset[str] | None = None
+    over: int = 0
+
+    @property
+    def digest(self) -> str:
+        return membership_digest(self.members) if self.members is not None else ""
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """What the engine keeps per source: sums per series, never rows."""
+
+    reading: Reading
+    views: tuple[View, ...]
+    memberships: tuple[Membership, ...]
+    start: str
+    base: tuple[dict[Group, list[float]], ...]
+    window: tuple[dict[Group, list[float]], ...]
+    latest_update: float | None = None
+
+    def totals(self, index: int) -> dict[Group, list[float]]:
+        totals = {group: list(values) for group, values in self.base[index].items()}
+        for group, values in self.window[index].items():
+            current = totals.get(group)
+            if current is None:
+                totals[group] = list(values)
+            else:
+                for k, value in enumerate(values):
+                    current[k] += value
+        return totals
+
+    def kept(self) -> int:
+        """Sums held, base and window: what the engine's memory follows."""
+        return sum(len(d) for d in self.base) + sum(len(d) for d in self.window)
+
+
+def _plan(config: UsageConfig) -> tuple:
+    """What decides how rows are split and grouped: a change means a resync."""
+    entities = tuple(sorted((name, e.enabled, e.model_group, e.max_series) for name, e in config.entities.items()))
+    return config.late_margin, config.source, config.spend_logs_late_margin, config.global_max_series, entities
+
+
+class UsageCollector(Collector):
+    name = "usage"
+
+    def __init__(self, config: UsageConfig, *, clock: Clock = utc_now, caps: CapReport | None = None) -> None:
+        self._config = config
+        self._caps = caps or CapReport()
+        self.interval = config.interval
+        self._clock = clock
+        self._states: dict[str, SourceState] = {}
+        self._resync_slot: int | None = None
+        self._published: dict[tuple[str, tuple[str, ...]], float] = {}
+        self._missing_logged: set[str] = set()
+        self._key_meta: dict[str, tuple[str, str]] = {}
+        self._team_alias: dict[str, str] = {}
+        self._org_alias: dict[str, str] = {}
+        # Per family: what its families were built from, and them; most polls change nothing.
+        self._built: dict[str, tuple[tuple, list[Family]]] = {}
+
+    # -- what is read ------------------------------------------------------------------
+
+    def _views(self, source: Source) -> tuple[View, ...]:
+        def entity_view(family: str, entity: str, id_column: str) -> View:
+            settings = self._config.entity(entity)
+            return View(family, id_column, ("model_group",) if settings.model_group else (), settings.max_series)
+
+        if source is USER_SOURCE:
+            views = [View("litellm", "model_group", ("model", "provider"), self._config.global_max_series)]
+            for entity, id_column in (("key", "api_key"), ("user", "user_id")):
+                if self._config.entity(entity).enabled:
+                    views.append(entity_view(f"litellm_{entity}", entity, id_column))
+            return tuple(views)
+        entity = next(name for name, s in ENTITY_SOURCES.items() if s is source)
+        return (entity_view(f"litellm_{entity}", entity, source.columns[0][0]),)
+
+    def _sources(self) -> list[Source]:
+        return [USER_SOURCE] + [s for e, s in ENTITY_SOURCES.items() if self._config.entity(e).enabled]
+
+    def state(self, table: str) -> SourceState | None:
+        return self._states.get(table)
+
+    def window_start(self, reading: Reading, now: datetime) -> str:
+        if reading.table == SPEND_LOGS:
+            lower = now.astimezone(timezone.utc) - timedelta(seconds=self._config.spend_logs_late_margin)
+            return lower.strftime("%Y-%m-%d %H:%M:%S.%f")
+        return (now.astimezone(timezone.utc) - timedelta(seconds=self._config.late_margin)).date().isoformat()
+
+    def _slot(self, now: datetime) -> int:
+        # Aligned to the Unix epoch, so that every replica resyncs in the same poll interval.
+        return int(now.timestamp() // self._config.resync_interval)
+
+    def _resync_due(self, now: datetime) -> bool:
+        if self._resync_slot is None or self._slot(now) != self._resync_slot:
+            return True
+        # A daily window whose first date has passed out of the late margin: shrink it.
+        return any(
+            state.reading.table != SPEND_LOGS and state.start != self.window_start(state.reading, now)
+            for state in self._states.values()
+        )
+
+    def reconfigure(self, config: Config) -> None:
+        old, self._config = self._config, config.usage
+        self.interval = self._config.interval
+        if _plan(old) != _plan(self._config):
+            # Rows between an old and a new window start would be in the base and the window.
+            self.request_resync()
+        self._caps.forget(f"litellm_{name}" for name, entity in self._config.entities.items() if not entity.enabled)
+
+    def request_resync(self) -> None:
+        """Make the next poll recompute every sum, and every membership, from the tables."""
+        self._resync_slot = None
+
+    # -- polling -----------------------------------------------------------------------
+
+    def poll(self, db: Database) -> list[Family]:
+        now = self._clock()
+        resync = self._resync_due(now)
+        states: dict[str, SourceState] = {}
+        with db.snapshot() as conn:
+            for source in self._sources():
+                previous = self._states.get(source.table)
+                if resync or previous is None:
+                    # A table missing at the last look (the proxy may not have migrated yet) costs
+                    # a catalogue query per poll until it appears, then one full read.
+                    state = self._read_full(conn, source, now)
+                else:
+                    state = self._read_window(conn, previous)
+                if state is not None:
+                    states[source.table] = state
+            metadata = self._read_metadata(conn, states)
+        # State changes only after every read succeeded: a failed poll leaves it untouched.
+        if resync:
+            self._report_memberships(states)
+            self._resync_slot = self._slot(now)
+        self._states = states
+        self._key_meta, self._team_alias, self._org_alias = metadata
+        return self._families()
+
+    def _reading(self, conn: psycopg.Connection, source: Source) -> Reading | None:
+        """The daily table where it is there and complete, else LiteLLM_SpendLogs, as configured."""
+        found = catalog.columns(conn, [source.table, SPEND_LOGS])
+        reading = None
+        if self._config.source in ("auto", "daily_tables") and source.table in found:
+            reading = daily_reading(source, found[source.table])
+        if reading is None and self._config.source in ("auto", "spend_logs") and SPEND_LOGS in found:
+            reading = spend_log_reading(source, found[SPEND_LOGS])
+        if reading is None and source.table not in self._missing_logged:
+            log.warning("no usable %s (nor a way to derive it): its usage counters are not exported", source.table)
+            self._missing_logged.add(source.table)
+        return reading
+
+    def _read_full(self, conn: psycopg.Connection, source: Source, now: datetime) -> SourceState | None:
+        reading = self._reading(conn, source)
+        if reading is None:
+            return None
+        self._missing_logged.discard(source.table)
+        views = self._views(source)
+        memberships = [Membership() for _ in views]
+        if any(v.cap is not None for v in views):
+            query, by_mask = rank_query(reading, views)
+            top: dict[int, list[str]] = {}
+            counts: dict[int, int] = {}
+            for mask, entity, count in conn.execute(query):
+                top.setdefault(by_mask[mask], []).append(entity)
+                counts[by_mask[mask]] = count
+            for index, view in enumerate(views):
+                if view.cap is not None and counts.get(index, 0) > view.cap:
+                    memberships[index] = Membership(frozenset(top[index]), counts[index] - view.cap)
+        start = self.window_start(reading, now)
+        members = tuple(m.members for m in memberships)
+        query, params = sums_query(reading, views, members, window=False)
+        base, _ = decode_sums(conn.execute(query, {**params, "start": start}).fetchall(), views, len(reading.measures))
+        state = SourceState(reading, views, tuple(memberships), start, tuple(base), tuple({} for _ in views))
+        return self._read_window(conn, state)
+
+    def _read_window(self, conn: psycopg.Connection, previous: SourceState) -> SourceState:
+        members = tuple(m.members for m in previous.memberships)
+        query, params = sums_query(previous.reading, previous.views, members, window=True)
+        rows = conn.execute(query, {**params, "start": previous.start}).fetchall()
+        window, latest = decode_sums(rows, previous.views, len(previous.reading.measures))
+        if latest is None or (previous.latest_update is not None and previous.latest_update > latest):
+            latest = previous.latest_update
+        return SourceState(
+            previous.reading,
+            previous.views,
+            previous.memberships,
+            previous.start,
+            previous.base,
+            tuple(window),
+            latest,
+        )
+
+    def _report_memberships(self, states: dict[str, SourceState]) -> None:
+        for table, state in states.items():
+            old = self._states.get(table)
+            for index, view in enumerate(state.views):
+                if view.cap is None:
+                    continue
+                membership = state.memberships[index]
+                self._caps.over_cap(view.family, membership.over)
+                if old is not None and view in old.views:
+                    before = old.memberships[old.views.index(view)]
+                    if before.members != membership.members:
+                        self._caps.membership_changed(view.family)
+
+    def _read_metadata(
+        self, conn: psycopg.Connection, states: dict[str, SourceState]
+    ) -> tuple[dict[str, tuple[str, str]], dict[str, str], dict[str, str]]:
+        """Aliases and a key's team, for the entities shown only."""
+
+        def shown(family: str) -> list[str]:
+            for state in states.values():
+                for index, view in enumerate(state.views):
+                    if view.family == family:
+                        ids = {g[0] for d in (state.base[index], state.window[index]) for g in d}
+                        ids.discard(OTHER)
+                        return sorted(ids)
+            return []
+
+        found = catalog.columns(conn, _METADATA_TABLES)
+
+        def rows(table: str, query: str, ids: list[str]) -> Iterable[tuple]:
+            if table not in found or not ids:
+                return []
+            return conn.execute(query, (ids,)).fetchall()
+
+        key_meta: dict[str, tuple[str, str]] = {}
+        keys = shown("litellm_key")
+        # Deleted keys first, oldest first, so that the newest and a live key win.
+        for token, alias, team in rows(
+            "LiteLLM_DeletedVerificationToken",
+            "SELECT token, coalesce(key_alias, ''), coalesce(team_id, '') FROM \"LiteLLM_DeletedVerificationToken\""
+            " WHERE token = ANY(%s) ORDER BY deleted_at",
+            keys,
+        ):
+            key_meta[token] = (alias, team)
+        for token, alias, team in rows(
+            "LiteLLM_VerificationToken",
+            "SELECT token, coalesce(key_alias, ''), coalesce(team_id, '') FROM \"LiteLLM_VerificationToken\""
+            " WHERE token = ANY(%s)",
+            keys,
+        ):
+            key_meta[token] = (alias, team)
+        team_alias: dict[str, str] = {}
+        teams = shown("litellm_team")
+        for table in ("LiteLLM_DeletedTeamTable", "LiteLLM_TeamTable"):
+            order = " ORDER BY deleted_at" if table.startswith("LiteLLM_Deleted") else ""
+            query = f"SELECT team_id, coalesce(team_alias, '') FROM \"{table}\" WHERE team_id = ANY(%s){order}"
+            for team_id, alias in rows(table, query, teams):
+                team_alias[team_id] = alias
+        org_alias: dict[str, str] = {}
+        query = (
+            "SELECT organization_id, coalesce(organization_alias, '') FROM \"LiteLLM_OrganizationTable\""
+            " WHERE organization_id = ANY(%s)"
+        )
+        for org_id, alias in rows("LiteLLM_OrganizationTable", query, shown("litellm_organization")):
+            org_alias[org_id] = alias
+        return key_meta, team_alias, org_alias
+
+    # -- publishing --------------------------------------------------------------------
+
+    def _families(self) -> list[Family]:
+        families: list[Family] = []
+        published: dict[tuple[str, tuple[str, ...]], float] = {}
+        for source in [USER_SOURCE, *ENTITY_SOURCES.values()]:
+            state = self._states.get(source.table)
+            if state is None:
+                continue
+            for index, view in enumerate(state.views):
+                families += self._view_families(state, index, view, published)
+            if source is USER_SOURCE:
+                families.append(self._source_info())
+                families.append(self._latest_updates())
+        if USER_SOURCE.table not in self._states:
+            families += [self._source_info(), self._latest_updates()]
+        self._published = published
+        return families
+
+    def _latest_updates(self) -> Family:
+        return build(
+            "litellm_daily_spend_latest_update_timestamp_seconds",
+            "The newest updated_at among a daily spend table's recent rows, as a Unix time.",
+            "gauge",
+            ("table",),
+            [
+                ((table,), state.latest_update)
+                for table, state in sorted(self._states.items())
+                if state.latest_update is not None and state.reading.table == table
+            ],
+        )
+
+    def _source_info(self) -> Family:
+        """Which table each usage family is read from, or "none" where this schema has none."""
+        samples = []
+        by_family = {"litellm": USER_SOURCE, "litellm_key": USER_SOURCE, "litellm_user": USER_SOURCE}
+        by_family.update({f"litellm_{entity}": source for entity, source in ENTITY_SOURCES.items()})
+        for family, source in by_family.items():
+            entity = family.removeprefix("litellm_")
+            if entity != "litellm" and not self._config.entity(entity).enabled:
+                continue
+            state = self._states.get(source.table)
+            samples.append(((family, state.reading.table if state else "none"), 1.0))
+        return build(
+            "litellm_exporter_source_info",
+            "The table each usage family is read from: a daily rollup table, LiteLLM_SpendLogs, or none.",
+            "gauge",
+            ("family", "source"),
+            samples,
+        )
+
+    def _id_labels(self, family: str, entity: str) -> tuple[str, ...]:
+        if family == "litellm_key":
+            alias, team = self._key_meta.get(entity, ("", ""))
+            return (entity[:12], alias, team)
+        if family == "litellm_team":
+            return (entity, self._team_alias.get(entity, ""))
+        if family == "litellm_organization":
+            return (entity, self._org_alias.get(entity, ""))
+        return (entity,)
+
+    def _metadata_for(self, family: str) -> object:
+        return {
+            "litellm_key": self._key_meta,
+            "litellm_team": self._team_alias,
+            "litellm_organization": self._org_alias,
+        }.get(family)
+
+    def _view_families(
+        self,
+        state: SourceState,
+        index: int,
+        view: View,
+        published: dict[tuple[str, tuple[str, ...]], float],
+    ) -> list[Family]:
+        inputs = (state.reading, view, state.memberships[index], state.base[index], state.window[index])
+        metadata = self._metadata_for(view.family)
+        built = self._built.get(view.family)
+        if built is not None and built[0][:3] == inputs[:3] and built[0][3] is inputs[3]:
+            if built[0][4] == inputs[4] and built[0][5] == metadata:
+                for family in built[1]:
+                    for key, value in family.samples:
+                        published[(family.name, key)] = value  # type: ignore[assignment]
+                return built[1]
+        families = self._build_view_families(state, index, view, published)
+        self._built[view.family] = ((*inputs, dict(metadata) if isinstance(metadata, dict) else None), families)
+        return families
+
+    def _build_view_families(
+        self,
+        state: SourceState,
+        index: int,
+        view: View,
+        published: dict[tuple[str, tuple[str, ...]], float],
+    ) -> list[Family]:
+        id_labels, describe = _ID_LABELS[view.family]
+        labels = id_labels + tuple(_EXTRA_LABELS[e] for e in view.extras) + (OVERFLOW_LABEL,)
+        digest = state.memberships[index].digest
+        series: dict[tuple[str, ...], list[float]] = {}
+        for group, values in state.totals(index).items():
+            entity, extras = group[0], group[1:]
+            if entity == OTHER:
+                key = (OTHER,) + ("",) * (len(id_labels) - 1) + extras + (digest,)
+            else:
+                key = self._id_labels(view.family, entity) + extras + ("",)
+            current = series.get(key)
+            if current is None:
+                series[key] = values
+            else:  # two keys whose hashes share their first 12 characters: one series
+                for k, value in enumerate(values):
+                    current[k] += value
+        ordered = sorted(series.items())
+        families = []
+        for k, column in enumerate(state.reading.measures):
+            measure = MEASURE_BY_COLUMN[column]
+            if view.family != "litellm" and not measure.per_entity:
+                continue
+            name = f"{view.family}_{measure.name}"
+            samples = []
+            for key, values in ordered:
+                value = values[k]
+                # A counter must never go down; the tables only shrink when rows are deleted by
+                # hand or by the tag table's optional retention, and that is not negative usage.
+                previous = self._published.get((name, key))
+                if previous is not None and value < previous:
+                    value = previous
+                published[(name, key)] = value
+                samples.append((key, value))
+            families.append(
+                build(
+                    name,
+                    f"{measure.documentation}{describe}, summed over LiteLLM's daily spend tables (all time).",
+                    "counter",
+                    labels,
+                    samples,
+                    omit_empty=(OVERFLOW_LABEL,),
+                )
+            )
+        return families
