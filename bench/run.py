@@ -121,6 +121,18 @@ def db_time_ms(admin: str, database: str) -> tuple[float, int]:
     return float(row[0]), int(row[1])
 
 
+def top_statements(admin: str, database: str, per: int, limit: int = 8) -> list[tuple[float, float, str]]:
+    """The exporter's costliest statements: ms per poll cycle, calls per cycle, the query's start."""
+    with psycopg.connect(admin) as conn:
+        rows = conn.execute(
+            "SELECT total_exec_time + total_plan_time, calls, query FROM pg_stat_statements s"
+            " JOIN pg_roles r ON r.oid = s.userid JOIN pg_database d ON d.oid = s.dbid"
+            " WHERE r.rolname = %s AND d.datname = %s ORDER BY 1 DESC LIMIT %s",
+            (ROLE, database, limit),
+        ).fetchall()
+    return [(ms / per, calls / per, " ".join(query.split())[:150]) for ms, calls, query in rows]
+
+
 def reset_statements(admin: str) -> None:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute("SELECT pg_stat_statements_reset()")
@@ -143,7 +155,7 @@ def naive_scan_ms(dsn: str) -> float:
 PLAN_ENTRY = re.compile(r"LOG:\s+duration: [\d.]+ ms\s+plan:\n(.*?)(?=\n\S|\Z)", re.S)
 
 
-def explain(cluster: Cluster, dsn: str, database: str) -> tuple[list[str], list[str]]:
+def explain(cluster: Cluster, dsn: str, admin_dsn: str, database: str) -> tuple[list[str], list[str]]:
     """The plans of every query the exporter runs: at start-up (with the resync), then steady."""
     with psycopg.connect(cluster.admin, autocommit=True) as conn:
         conn.execute(
@@ -157,6 +169,8 @@ def explain(cluster: Cluster, dsn: str, database: str) -> tuple[list[str], list[
         start = len(cluster.log_text())
         poll_all(exporter)
         middle = len(cluster.log_text())
+        with psycopg.connect(admin_dsn, autocommit=True) as writer:
+            write_requests(writer, REALISTIC, per_day=5, spread_seconds=0, seed=0.9)
         poll_all(exporter)
         text = cluster.log_text()
     finally:
@@ -196,7 +210,7 @@ def create(cluster: Cluster, database: str, shape: Shape, days: int) -> tuple[st
         create_entities(conn, shape)
         # A day at a time, so that the generator's temporary table stays small.
         for day in range(days):
-            write_requests(conn, shape, days=1, seed=0.1 + day / (days + 1), day_offset=day)
+            write_requests(conn, shape, days=1, seed=(day + 1) / (days + 2), day_offset=day)
         # Newer proxies build this index after their migrations (litellm-proxy-extras does it).
         conn.execute('CREATE INDEX IF NOT EXISTS bench_api_key_start ON "LiteLLM_SpendLogs" (api_key, "startTime")')
         conn.execute("VACUUM ANALYZE")
@@ -234,15 +248,25 @@ def run_size(cluster: Cluster, days: int, cycles: int) -> dict[str, object]:
                 poll_all(exporter)
                 time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
         steady_ms, calls = db_time_ms(cluster.admin, database)
+        top = top_statements(cluster.admin, database, cycles)
+        # A cycle right after a flush reads every window; the others find nothing committed.
+        reset_statements(cluster.admin)
+        with psycopg.connect(admin_dsn, autocommit=True) as writer:
+            for cycle in range(5):
+                write_requests(writer, REALISTIC, per_day=per_flush, spread_seconds=0, seed=0.5 + cycle / 100)
+                poll_all(exporter)
+        flushed_ms, _ = db_time_ms(cluster.admin, database)
     finally:
         exporter.db.close()
-    startup_plans, steady_plans = explain(cluster, dsn, database)
+    startup_plans, steady_plans = explain(cluster, dsn, admin_dsn, database)
     return {
         "days": days,
         "rows": rows,
         "startup_s": startup_s,
         "startup_db_ms": startup_db_ms,
         "poll_db_ms": steady_ms / cycles,
+        "flushed_db_ms": flushed_ms / 5,
+        "top": top,
         "queries_per_poll": calls / cycles,
         "naive_ms": naive_scan_ms(admin_dsn),
         "spend_log_seq_scans": seq_scans(startup_plans + steady_plans, "LiteLLM_SpendLogs"),
@@ -371,7 +395,7 @@ def main() -> int:
     parser.add_argument("--part", choices=("all", "sizes", "busy"), default="all")
     parser.add_argument("--days", default="3,90", help="days of realistic history per size, comma-separated")
     parser.add_argument("--cycles", type=int, default=30, help="steady-state poll cycles (one a second) per size")
-    parser.add_argument("--seconds", type=float, default=30.0, help="steady state measured for the busy deployment")
+    parser.add_argument("--seconds", type=float, default=60.0, help="steady state measured for the busy deployment")
     parser.add_argument("--pg-bin", help="directory of the PostgreSQL server binaries")
     args = parser.parse_args()
     cluster = Cluster(find_bindir(args.pg_bin))
@@ -395,18 +419,19 @@ def main() -> int:
             "Realistic traffic (500 keys, 200 users, 20 teams, 3 organisations, 300 end users, 6 model groups,"
             " 0-2 of 8 tags, 11,111 requests a day), every collector polled once a second:",
             "",
-            "| days | spend-log rows | daily rows | DB time per poll cycle (ms) | vs 3 days | queries per cycle "
+            "| days | spend-log rows | daily rows | DB time per poll cycle (ms) | vs 3 days"
+            " | DB time of a cycle right after a flush (ms) | queries per cycle "
             "| naive full-scan aggregate, warm (ms) | naive / per-cycle | first snapshot (s) "
             "| DB time at start-up (ms) "
             "| seq scans of SpendLogs | seq scans of daily tables after start-up |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for r in sizes:
             rows = r["rows"]
             daily = sum(v for k, v in rows.items() if k != SPEND_LOGS)
             lines.append(
                 f"| {r['days']} | {rows[SPEND_LOGS]:,} | {daily:,} | {r['poll_db_ms']:.1f}"
-                f" | {r['poll_db_ms'] / base:.2f}x"
+                f" | {r['poll_db_ms'] / base:.2f}x | {r['flushed_db_ms']:.1f}"
                 f" | {r['queries_per_poll']:.0f} | {r['naive_ms']:.0f} | {r['naive_ms'] / r['poll_db_ms']:.0f}x"
                 f" | {r['startup_s']:.2f} | {r['startup_db_ms']:.0f} | {len(r['spend_log_seq_scans'])}"
                 f" | {len(r['daily_seq_scans_steady'])} |"
@@ -429,6 +454,9 @@ def main() -> int:
             "",
         ]
     if sizes:
+        lines += [f"The exporter's costliest statements at {sizes[-1]['days']} days, per poll cycle:", ""]
+        lines += [f"- {ms:.2f} ms, {calls:.1f} calls: `{query}`" for ms, calls, query in sizes[-1]["top"]]
+        lines += [""]
         lines += [f"Plans of one steady-state poll cycle at {sizes[-1]['days']} days (auto_explain):", "", "```"]
         for plan in sizes[-1]["steady_plans"]:
             lines += [plan.rstrip(), ""]

@@ -102,3 +102,30 @@ class Database:
         """A read-only, repeatable-read transaction: every query inside sees one snapshot."""
         with self._pool.connection(timeout=self._config.connect_timeout) as conn, conn.transaction():
             yield conn
+
+
+class CommitWatch:
+    """Tells a collector whether any transaction has committed since its last successful poll.
+
+    Two snapshots with the same ``txid_current_snapshot()`` (the same next transaction id and the
+    same transactions in progress) see exactly the same rows in every table, so a poll that finds
+    the one it last read from can serve what it computed then, at the cost of one tiny query.
+    """
+
+    def __init__(self) -> None:
+        self._last: str | None = None
+        self._current: str | None = None
+
+    def unchanged(self, conn: psycopg.Connection) -> bool:
+        """Call first in the transaction, so that it describes the snapshot the poll reads."""
+        row = conn.execute("SELECT txid_current_snapshot()::text").fetchone()
+        self._current = row[0] if row else None
+        return self._current is not None and self._current == self._last
+
+    def polled(self) -> None:
+        """The poll that called ``unchanged`` succeeded: remember what it read."""
+        self._last = self._current
+
+    def forget(self) -> None:
+        """Make the next poll read everything again (a reload changed what is read)."""
+        self._last = None

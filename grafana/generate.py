@@ -159,8 +159,9 @@ OVERVIEW = [
         "Spend rate by team (USD per hour)",
         [
             target(
-                f"sum by (team_alias) (rate(litellm_team_spend_usd_total{{{TEAM},{MODEL}}}{RATE})) * 3600",
-                "{{team_alias}}",
+                # team_id too: the entities beyond the cap are one "__other__" team, with no alias.
+                f"sum by (team_id, team_alias) (rate(litellm_team_spend_usd_total{{{TEAM},{MODEL}}}{RATE})) * 3600",
+                "{{team_alias}} ({{team_id}})",
             )
         ],
         unit="currencyUSD",
@@ -182,8 +183,9 @@ OVERVIEW = [
         "Spend in range by team",
         [
             target(
-                f"sort_desc(sum by (team_alias) (increase(litellm_team_spend_usd_total{{{TEAM},{MODEL}}}{RANGE})))",
-                "{{team_alias}}",
+                "sort_desc(sum by (team_id, team_alias)"
+                f" (increase(litellm_team_spend_usd_total{{{TEAM},{MODEL}}}{RANGE})))",
+                "{{team_alias}} ({{team_id}})",
                 instant=True,
             )
         ],

@@ -127,6 +127,8 @@ def test_statement_timeout_cancels_on_the_server_and_spares_other_collectors(mak
     exporter = make_exporter(parse({"database": {"dsn": litellm_dsn, "statement_timeout": "1s"}}))
     by_name = {c.name: c for c in exporter.runner.collectors}
     assert exporter.runner.poll_once(by_name["usage"])
+    # A commit since that poll, or the next one would find nothing new to read.
+    conn.execute("""INSERT INTO "LiteLLM_UserTable" (user_id) VALUES ('committed-since')""")
     with psycopg.connect(litellm_dsn) as locker:
         locker.execute('LOCK TABLE "LiteLLM_DailyTeamSpend" IN ACCESS EXCLUSIVE MODE')
         result: list[bool] = []

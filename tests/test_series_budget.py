@@ -205,29 +205,38 @@ def test_memory_follows_the_series_not_the_rows(make_exporter, conn, clock, lite
     rng = random.Random(7)
     world = seed_world(conn, rng, keys=40, users=15, teams=6)
     writer = SpendWriter(conn)
+    tables = ("LiteLLM_DailyUserSpend", "LiteLLM_DailyTeamSpend", "LiteLLM_DailyTagSpend")
 
-    def load(days_back: int, days: int) -> None:
+    def load(days_back: float, days: float) -> None:
         start = clock.now - timedelta(days=days_back)
-        for request in random_requests(rng, world, 400 * days, start, start + timedelta(days=days)):
+        for request in random_requests(rng, world, int(400 * days), start, start + timedelta(days=days)):
             writer.record(request)
         writer.flush(clock.now)
 
-    def kept() -> tuple[int, int]:
+    def kept():
         exporter = make_exporter(tight(make_config(litellm_dsn)))
         poll(exporter)
         usage = next(c for c in exporter.runner.collectors if c.name == "usage")
-        states = [usage.state(t) for t in ("LiteLLM_DailyUserSpend", "LiteLLM_DailyTeamSpend", "LiteLLM_DailyTagSpend")]
+        states = [usage.state(t) for t in tables]
+        assert all(s is not None for s in states)
+        samples = scrape(exporter)
+        series = sum(len(samples[f"{view.family}_spend_usd_total"]) for state in states for view in state.views)
         rows = conn.execute('SELECT count(*) FROM "LiteLLM_DailyUserSpend"').fetchone()[0]
-        return sum(s.kept() for s in states if s is not None), rows
+        return states, series, rows
 
-    load(3, 3)
-    small, small_rows = kept()
-    load(40, 36)  # twelve times the history, all of it old
-    large, large_rows = kept()
-    assert large_rows > 5 * small_rows
-    # What the engine keeps is bounded by the series it serves: the capped entities with their
-    # model groups, in the base and the window; more history adds no state.
-    assert large <= small + 10, (small, large)
+    load(40, 36)  # only old rows: nothing dated within the late margin
+    states, series, small_rows = kept()
+    # The engine keeps one sum per series it serves, and nothing for the rows it read.
+    assert all(not window for state in states for window in state.window)
+    assert sum(state.kept() for state in states) == series
+    load(80, 40)  # twice the history, all of it old
+    states, series_after, large_rows = kept()
+    assert large_rows > 1.5 * small_rows
+    assert sum(state.kept() for state in states) == series_after <= series + 10
+    # Today's traffic adds at most one window sum per series, never one per row.
+    load(0.2, 0.2)
+    states, series_now, _ = kept()
+    assert series_now <= sum(state.kept() for state in states) <= 2 * series_now
 
 
 def count_series(exporter) -> dict[str, int]:

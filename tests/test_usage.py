@@ -371,3 +371,33 @@ def writer_without_tags(conn):
             super()._increment_entities([dataclasses.replace(r, tags=()) for r in batch])
 
     return NoTags(conn)
+
+
+def test_a_poll_with_nothing_committed_since_reads_no_table(
+    make_exporter, writer, rng, world, clock, conn, litellm_dsn
+):
+    load_history(writer, rng, world, clock, days=2)
+    exporter = make_exporter(parse({"database": {"dsn": litellm_dsn, "statement_timeout": "1s"}}))
+    by_name = {c.name: c for c in exporter.runner.collectors}
+    for name in ("usage", "budgets", "latency"):
+        assert exporter.runner.poll_once(by_name[name])
+    before = scrape(exporter)
+    with psycopg.connect(litellm_dsn) as locker:
+        # A lock takes no transaction id: the database's snapshot is the one the last poll read.
+        for table in (
+            "LiteLLM_DailyUserSpend",
+            "LiteLLM_DailyTeamSpend",
+            "LiteLLM_VerificationToken",
+            "LiteLLM_SpendLogs",
+        ):
+            locker.execute(f'LOCK TABLE "{table}" IN ACCESS EXCLUSIVE MODE')
+        clock.advance(seconds=30)
+        for name in ("usage", "budgets", "latency"):
+            assert exporter.runner.poll_once(by_name[name]), name  # a query would wait past its timeout
+    after = scrape(exporter)
+    assert _usage(after) == _usage(before)
+    # A commit is seen by the next poll.
+    writer.record(*random_requests(rng, world, 20, clock.now - timedelta(minutes=1), clock.now))
+    writer.flush(clock.now)
+    poll(exporter)
+    assert mismatches(conn, scrape(exporter)) == []

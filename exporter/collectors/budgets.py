@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from .. import catalog
 from ..cardinality import CapReport
 from ..config import BudgetsConfig, Config
-from ..db import Database
+from ..db import CommitWatch, Database
 from ..families import Family, build
 from .base import Collector
 
@@ -216,15 +216,20 @@ class BudgetsCollector(Collector):
         self._config = config
         self.interval = config.interval
         self._caps = caps or CapReport()
+        self._commits = CommitWatch()
+        self._last: list[Family] | None = None
 
     def reconfigure(self, config: Config) -> None:
         self._config = config.budgets
         self.interval = config.budgets.interval
         self._caps.forget(f"litellm_{name}_budget" for name, e in self._config.entities.items() if not e.enabled)
+        self._commits.forget()
 
     def poll(self, db: Database) -> list[Family]:
         families: list[Family] = []
         with db.snapshot() as conn:
+            if self._commits.unchanged(conn) and self._last is not None:
+                return self._last  # nothing committed since: every gauge is what it was
             found = catalog.columns(conn, [spec.table for spec in SPECS] + [BUDGET_TABLE])
             for declared in SPECS:
                 entity = self._config.entities[declared.entity]
@@ -238,6 +243,8 @@ class BudgetsCollector(Collector):
                     total = found_rows[0][-1] if found_rows else 0
                     self._caps.over_cap(f"litellm_{spec.entity}_budget", total - len(found_rows))
                     families += _families(spec, rows)
+        self._commits.polled()
+        self._last = families
         return families
 
 

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from .. import catalog
 from ..catalog import SPEND_LOGS
 from ..config import Config, LatencyConfig
-from ..db import Database
+from ..db import CommitWatch, Database
 from ..errors import SchemaMismatch
 from ..families import Family, Histogram, build
 from .base import Collector
@@ -76,6 +76,8 @@ class LatencyCollector(Collector):
         self._durations = _Buckets(config.buckets)
         self._ttft = _Buckets(config.ttft_buckets)
         self._seen: dict[str, float] = {}
+        self._commits = CommitWatch()
+        self._last: list[Family] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -89,10 +91,13 @@ class LatencyCollector(Collector):
             self._durations = _Buckets(self._config.buckets)
         if old.ttft_buckets != self._config.ttft_buckets:
             self._ttft = _Buckets(self._config.ttft_buckets)
+        self._commits.forget()
 
     def poll(self, db: Database) -> list[Family]:
         lower = self._clock().astimezone(timezone.utc) - timedelta(seconds=self._config.late_margin)
         with db.snapshot() as conn:
+            if self._commits.unchanged(conn) and self._last is not None:
+                return self._last  # no new rows can have landed
             columns = catalog.columns(conn, [SPEND_LOGS]).get(SPEND_LOGS)
             if columns is None:
                 raise SchemaMismatch(f"table {SPEND_LOGS} not found")
@@ -110,7 +115,8 @@ class LatencyCollector(Collector):
                 self._ttft.observe(model_group, max(0.0, ttft))
         cutoff = lower.timestamp()
         self._seen = {rid: started for rid, started in self._seen.items() if started >= cutoff}
-        return [
+        self._commits.polled()
+        self._last = [
             build(
                 "litellm_request_duration_seconds",
                 "Duration of LiteLLM requests by model group, from LiteLLM_SpendLogs, counted since the exporter "
@@ -128,3 +134,4 @@ class LatencyCollector(Collector):
                 self._ttft.samples(),
             ),
         ]
+        return self._last

@@ -22,18 +22,20 @@ configuration asks for it, the same split is applied to LiteLLM_SpendLogs, cut o
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import psycopg
+from psycopg import sql
 
 from ... import catalog
 from ...cardinality import OTHER, OVERFLOW_LABEL, CapReport, membership_digest
 from ...catalog import SPEND_LOGS
 from ...config import Config, UsageConfig
-from ...db import Database
+from ...db import CommitWatch, Database
 from ...families import Family, build
 from ..base import Collector
 from .sources import (
@@ -105,6 +107,9 @@ class SourceState:
     start: str
     base: tuple[dict[Group, list[float]], ...]
     window: tuple[dict[Group, list[float]], ...]
+    # The window's query, composed once per resync.
+    window_query: sql.Composable
+    window_params: dict[str, object]
     latest_update: float | None = None
 
     def totals(self, index: int) -> dict[Group, list[float]]:
@@ -139,13 +144,15 @@ class UsageCollector(Collector):
         self._clock = clock
         self._states: dict[str, SourceState] = {}
         self._resync_slot: int | None = None
+        # While no transaction has committed since the last poll, every sum is what it was.
+        self._commits = CommitWatch()
         self._published: dict[tuple[str, tuple[str, ...]], float] = {}
         self._missing_logged: set[str] = set()
         self._key_meta: dict[str, tuple[str, str]] = {}
         self._team_alias: dict[str, str] = {}
         self._org_alias: dict[str, str] = {}
         # Per family: what its families were built from, and them; most polls change nothing.
-        self._built: dict[str, tuple[tuple, list[Family]]] = {}
+        self._built: dict[str, tuple[tuple, dict | None, list[Family]]] = {}
 
     # -- what is read ------------------------------------------------------------------
 
@@ -199,6 +206,7 @@ class UsageCollector(Collector):
     def request_resync(self) -> None:
         """Make the next poll recompute every sum, and every membership, from the tables."""
         self._resync_slot = None
+        self._commits.forget()
 
     # -- polling -----------------------------------------------------------------------
 
@@ -207,6 +215,8 @@ class UsageCollector(Collector):
         resync = self._resync_due(now)
         states: dict[str, SourceState] = {}
         with db.snapshot() as conn:
+            if self._commits.unchanged(conn) and not resync and self._states:
+                return self._families()
             for source in self._sources():
                 previous = self._states.get(source.table)
                 if resync or previous is None:
@@ -223,6 +233,7 @@ class UsageCollector(Collector):
             self._report_memberships(states)
             self._resync_slot = self._slot(now)
         self._states = states
+        self._commits.polled()
         self._key_meta, self._team_alias, self._org_alias = metadata
         return self._families()
 
@@ -259,26 +270,19 @@ class UsageCollector(Collector):
         start = self.window_start(reading, now)
         members = tuple(m.members for m in memberships)
         query, params = sums_query(reading, views, members, window=False)
-        base, _ = decode_sums(conn.execute(query, {**params, "start": start}).fetchall(), views, len(reading.measures))
-        state = SourceState(reading, views, tuple(memberships), start, tuple(base), tuple({} for _ in views))
+        params["start"] = start
+        base, _ = decode_sums(conn.execute(query, params).fetchall(), views, len(reading.measures))
+        window_query, window_params = sums_query(reading, views, members, window=True)
+        window_params["start"] = start
+        state = SourceState(reading, views, tuple(memberships), start, tuple(base), (), window_query, window_params)
         return self._read_window(conn, state)
 
     def _read_window(self, conn: psycopg.Connection, previous: SourceState) -> SourceState:
-        members = tuple(m.members for m in previous.memberships)
-        query, params = sums_query(previous.reading, previous.views, members, window=True)
-        rows = conn.execute(query, {**params, "start": previous.start}).fetchall()
+        rows = conn.execute(previous.window_query, previous.window_params).fetchall()
         window, latest = decode_sums(rows, previous.views, len(previous.reading.measures))
         if latest is None or (previous.latest_update is not None and previous.latest_update > latest):
             latest = previous.latest_update
-        return SourceState(
-            previous.reading,
-            previous.views,
-            previous.memberships,
-            previous.start,
-            previous.base,
-            tuple(window),
-            latest,
-        )
+        return dataclasses.replace(previous, window=tuple(window), latest_update=latest)
 
     def _report_memberships(self, states: dict[str, SourceState]) -> None:
         for table, state in states.items():
@@ -422,17 +426,24 @@ class UsageCollector(Collector):
         view: View,
         published: dict[tuple[str, tuple[str, ...]], float],
     ) -> list[Family]:
-        inputs = (state.reading, view, state.memberships[index], state.base[index], state.window[index])
+        # The base is replaced only at a resync, so identity stands for it; the window and the
+        # aliases are compared by value (a few thousand entries at most).
+        sums = (state.memberships[index], state.base[index], state.window[index])
         metadata = self._metadata_for(view.family)
         built = self._built.get(view.family)
-        if built is not None and built[0][:3] == inputs[:3] and built[0][3] is inputs[3]:
-            if built[0][4] == inputs[4] and built[0][5] == metadata:
-                for family in built[1]:
-                    for key, value in family.samples:
-                        published[(family.name, key)] = value  # type: ignore[assignment]
-                return built[1]
+        if (
+            built is not None
+            and built[0][0] == sums[0]
+            and built[0][1] is sums[1]
+            and built[0][2] == sums[2]
+            and built[1] == metadata
+        ):
+            for family in built[2]:
+                for key, value in family.samples:
+                    published[(family.name, key)] = value  # type: ignore[assignment]
+            return built[2]
         families = self._build_view_families(state, index, view, published)
-        self._built[view.family] = ((*inputs, dict(metadata) if isinstance(metadata, dict) else None), families)
+        self._built[view.family] = (sums, dict(metadata) if isinstance(metadata, dict) else None, families)
         return families
 
     def _build_view_families(

@@ -123,9 +123,11 @@ class Reading:
     relation: sql.Composable  # FROM clause
     position: sql.Composable  # the column a poll's window is cut on: date, or startTime
     start_type: sql.Composable  # the cast of the window's start parameter
-    columns: dict[str, sql.Composable]  # logical name -> expression ('' for none)
+    # logical name -> expression, NULL where the row has none ('' where the table lacks the
+    # column); grouping on the bare column is cheaper, and NULL joins '' after grouping.
+    columns: dict[str, sql.Composable]
     values: tuple[sql.Composable, ...]  # one expression per measure
-    updated: sql.Composable | None  # updated_at as a Unix time, where the table has it
+    updated: sql.Composable | None  # updated_at, where the table has it
     required: sql.Composable  # extra WHERE condition, or empty
 
     @property
@@ -144,11 +146,11 @@ def daily_reading(source: Source, columns: set[str]) -> Reading | None:
         position=sql.SQL("d.date"),
         start_type=sql.SQL("text"),
         columns={
-            name: sql.SQL("coalesce(d.{}, '')").format(sql.Identifier(column)) if column in columns else sql.Literal("")
+            name: sql.SQL("d.{}").format(sql.Identifier(column)) if column in columns else sql.Literal("")
             for name, column in source.columns
         },
         values=tuple(sql.SQL("d.{}").format(sql.Identifier(c)) for c in measures),
-        updated=sql.SQL("extract(epoch FROM d.updated_at)::float8") if "updated_at" in columns else None,
+        updated=sql.SQL("d.updated_at") if "updated_at" in columns else None,
         required=sql.SQL(""),
     )
 
@@ -167,7 +169,7 @@ def spend_log_reading(source: Source, columns: set[str]) -> Reading | None:
                 " jsonb_typeof(s.request_tags) = 'array' THEN s.request_tags ELSE '[]'::jsonb END) AS t(tag)"
             )
         elif column in columns:
-            expressions[name] = sql.SQL("coalesce(s.{}, '')").format(sql.Identifier(column))
+            expressions[name] = sql.SQL("s.{}").format(sql.Identifier(column))
         else:
             expressions[name] = sql.Literal("")
     failed = sql.SQL("CASE WHEN s.status = 'failure' THEN 1 ELSE 0 END") if "status" in columns else sql.SQL("0")
@@ -201,9 +203,10 @@ def rank_query(reading: Reading, views: tuple[View, ...]) -> tuple[sql.Composabl
     """The top entities of every capped view by all-time spend (ties by id), with how many
     entities each has. Rows: GROUPING mask, id, entities in the view; with the mask's view."""
     capped = tuple(v for v in views if v.cap is not None)
-    inner = sql.SQL("SELECT {ids}, {spend} AS spend FROM {rel} WHERE TRUE{req}").format(
+    inner = sql.SQL("SELECT {ids}, {spend} AS spend FROM {rel} WHERE TRUE{req} OFFSET 0").format(
         ids=sql.SQL(", ").join(
-            sql.SQL("{} AS {}").format(reading.columns[v.id], sql.Identifier(f"v{i}_id")) for i, v in enumerate(capped)
+            sql.SQL("coalesce({}, '') AS {}").format(reading.columns[v.id], sql.Identifier(f"v{i}_id"))
+            for i, v in enumerate(capped)
         ),
         spend=reading.spend,
         rel=reading.relation,
@@ -243,9 +246,9 @@ def sums_query(
     sets: list[sql.Composable] = []
     for i, view in enumerate(views):
         names = [f"v{i}_id"] + [f"v{i}_e{j}" for j in range(len(view.extras))]
-        id_expr = reading.columns[view.id]
+        id_expr = sql.SQL("coalesce({}, '')").format(reading.columns[view.id])
         if members[i] is None:
-            shown = [id_expr] + [reading.columns[e] for e in view.extras]
+            shown = [reading.columns[view.id]] + [reading.columns[e] for e in view.extras]
         else:
             params[f"m{i}"] = sorted(members[i])  # type: ignore[arg-type]
             joins.append(
@@ -269,8 +272,9 @@ def sums_query(
     track_updates = window and reading.updated is not None
     if track_updates:
         select.append(sql.SQL("{} AS updated").format(reading.updated))
-    params["start"] = None  # filled by the caller
-    inner = sql.SQL("SELECT {select} FROM {rel}{joins} WHERE {pos} {op} {start}::{type}{req}").format(
+    # OFFSET 0 keeps the subquery from being flattened: flattened, one column grouped under two
+    # names (model_group, in several sets) becomes one, and GROUPING SETS mix them up.
+    inner = sql.SQL("SELECT {select} FROM {rel}{joins} WHERE {pos} {op} {start}::{type}{req} OFFSET 0").format(
         select=sql.SQL(", ").join(select),
         rel=reading.relation,
         joins=sql.SQL("").join(joins),
@@ -282,13 +286,13 @@ def sums_query(
     )
     outputs: list[sql.Composable] = [sql.SQL("GROUPING({})").format(_ids(views))]
     for i, view in enumerate(views):
-        outputs.append(sql.Identifier(f"v{i}_id"))
-        outputs += [sql.Identifier(f"v{i}_e{j}") for j in range(len(view.extras))]
+        names = [f"v{i}_id"] + [f"v{i}_e{j}" for j in range(len(view.extras))]
+        outputs += [sql.SQL("coalesce({}, '')").format(sql.Identifier(n)) for n in names]
     # float8 sums: exact for integers below 2**53, and far cheaper for the server than numeric.
     outputs += [
         sql.SQL("coalesce(sum({}::float8), 0)").format(sql.Identifier(f"m_{k}")) for k in range(len(reading.values))
     ]
-    outputs.append(sql.SQL("max(updated)") if track_updates else sql.SQL("NULL::float8"))
+    outputs.append(sql.SQL("extract(epoch FROM max(updated))::float8") if track_updates else sql.SQL("NULL::float8"))
     query = sql.SQL("SELECT {out} FROM ({inner}) x GROUP BY GROUPING SETS ({sets})").format(
         out=sql.SQL(", ").join(outputs), inner=inner, sets=sql.SQL(", ").join(sets)
     )
@@ -311,7 +315,13 @@ def decode_sums(
         i = by_mask[row[0]]
         start = offsets[i]
         group = tuple(row[start : start + views[i].width])
-        result[i][group] = list(row[offset : offset + measures])
+        values = list(row[offset : offset + measures])
+        current = result[i].get(group)
+        if current is None:
+            result[i][group] = values
+        else:  # NULL and '' grouped apart, one entity all the same
+            for k, value in enumerate(values):
+                current[k] += value
         updated = row[offset + measures]
         if updated is not None and (latest is None or updated > latest):
             latest = updated
