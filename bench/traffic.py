@@ -102,7 +102,7 @@ def write_requests(
         ), k AS (
             SELECT *, floor(%(keys)s * a * a)::int AS key_n, least(5, floor(6 * power(b, 1.5)))::int AS mg FROM r
         )
-        SELECT 'req-' || md5(random()::text || d || '-' || i) AS request_id,
+        SELECT 'req-' || gen_random_uuid() AS request_id,
                CASE WHEN %(spread)s > 0
                     THEN date_trunc('day', now() AT TIME ZONE 'UTC') - d * interval '1 day'
                          + s * %(spread)s * interval '1 second'

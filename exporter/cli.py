@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -93,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         (log.info if ok else log.error)("reload: %s", message if ok else f"kept the running configuration: {message}")
         return ok, message
 
+    _tune_interpreter()
     try:
         exporter = Exporter(config)
     except ConfigError as exc:  # the web config file changed since it was checked above
@@ -128,6 +130,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("shutting down")
     exporter.stop()
     return EXIT_OK
+
+
+def _tune_interpreter() -> None:
+    """Keep scrapes quick while a poll's Python work runs on another thread.
+
+    A poll allocates tens of thousands of small tuples; with the default thresholds the garbage
+    collector runs full passes every few polls, each holding the interpreter for tens of
+    milliseconds. Nothing here builds reference cycles in bulk, so collect far less often, and
+    never scan what start-up loaded. And hand the interpreter to a waiting thread (a scrape)
+    after 1 ms rather than 5."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
+    sys.setswitchinterval(0.001)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,8 @@ class Exposition:
         self._lock = threading.Lock()
         self._cache: dict[bool, tuple[object, bytes]] = {}
         self._renderer = FamilyRenderer()
+        # Rendered on the poller's thread as each poll finishes, so that a scrape only joins.
+        runner.on_snapshot(self._renderer.warm)
 
     def render(self, accept: str) -> tuple[bytes, str]:
         """The exposition in the format the Accept header asks for, and its content type."""

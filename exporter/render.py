@@ -10,6 +10,7 @@ histograms (a few dozen series) by prometheus-client.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest as text_latest
@@ -20,6 +21,13 @@ from prometheus_client.utils import floatToGoString
 from .families import Family, clean_label
 
 _EOF = b"# EOF\n"
+
+
+def _number(value: float) -> str:
+    """A sample value as the text format writes it: repr, which both parsers read, is much
+    faster than prometheus-client's Go-style formatting; infinities and NaN as Go spells them."""
+    text = repr(float(value))
+    return text if text[-1].isdigit() else floatToGoString(value)
 
 
 def _escape(value: str) -> str:
@@ -63,11 +71,17 @@ class FamilyRenderer:
                 ]
                 label_text = f"{sample}{{{','.join(parts)}}} " if parts else f"{sample} "
             labels[values] = label_text
-            lines.append(label_text + floatToGoString(value))  # type: ignore[arg-type]
+            lines.append(label_text + _number(value))  # type: ignore[arg-type]
         body = ("\n".join(lines) + "\n").encode() if lines else b""
         with self._lock:
             self._cache[family.name] = (family, labels, body)
         return body
+
+    def warm(self, families: Sequence[Family]) -> None:
+        """Render the sample lines of new families ahead of the scrape that will want them."""
+        for family in families:
+            if family.kind != "histogram":
+                self.samples(family)
 
     def render(self, families: list[Family], *, openmetrics: bool) -> bytes:
         parts: list[bytes] = []

@@ -46,6 +46,8 @@ class Runner:
         self_metrics: Callable[[], list[Family]] | None = None,
     ) -> None:
         self._extra_self_metrics = self_metrics
+        # Called with a collector's new families after each successful poll, on its thread.
+        self._listeners: list[Callable[[Sequence[Family]], None]] = []
         self._db = db
         self._monotonic = monotonic
         self._max_gauge_age = max_gauge_age
@@ -58,6 +60,10 @@ class Runner:
         self._generation = 0
         # Held through a poll, so that a reload never changes a collector halfway through one.
         self._poll_locks = {c.name: threading.Lock() for c in self._collectors}
+
+    def on_snapshot(self, listener: Callable[[Sequence[Family]], None]) -> None:
+        """Call ``listener`` with every successful poll's families, on the poller's thread."""
+        self._listeners.append(listener)
 
     @property
     def collectors(self) -> list[Collector]:
@@ -128,6 +134,8 @@ class Runner:
                 log.warning("collector %s failed: %s", collector.name, describe(exc))
             return False
         duration = time.perf_counter() - started
+        for listener in self._listeners:
+            listener(families)
         with self._lock:
             self._generation += 1
             state = self._states[collector.name]

@@ -146,13 +146,13 @@ class UsageCollector(Collector):
         self._resync_slot: int | None = None
         # While no transaction has committed since the last poll, every sum is what it was.
         self._commits = CommitWatch()
-        self._published: dict[tuple[str, tuple[str, ...]], float] = {}
+        self._published: dict[tuple[str, tuple[str, ...]], tuple[float, ...]] = {}
         self._missing_logged: set[str] = set()
         self._key_meta: dict[str, tuple[str, str]] = {}
         self._team_alias: dict[str, str] = {}
         self._org_alias: dict[str, str] = {}
         # Per family: what its families were built from, and them; most polls change nothing.
-        self._built: dict[str, tuple[tuple, dict | None, list[Family]]] = {}
+        self._built: dict[str, tuple[tuple, dict | None, list[Family], dict]] = {}
 
     # -- what is read ------------------------------------------------------------------
 
@@ -355,20 +355,15 @@ class UsageCollector(Collector):
 
     def _families(self) -> list[Family]:
         families: list[Family] = []
-        published: dict[tuple[str, tuple[str, ...]], float] = {}
+        published: dict[tuple[str, tuple[str, ...]], tuple[float, ...]] = {}
         for source in [USER_SOURCE, *ENTITY_SOURCES.values()]:
             state = self._states.get(source.table)
             if state is None:
                 continue
             for index, view in enumerate(state.views):
                 families += self._view_families(state, index, view, published)
-            if source is USER_SOURCE:
-                families.append(self._source_info())
-                families.append(self._latest_updates())
-        if USER_SOURCE.table not in self._states:
-            families += [self._source_info(), self._latest_updates()]
         self._published = published
-        return families
+        return [*families, self._source_info(), self._latest_updates()]
 
     def _latest_updates(self) -> Family:
         return build(
@@ -424,7 +419,7 @@ class UsageCollector(Collector):
         state: SourceState,
         index: int,
         view: View,
-        published: dict[tuple[str, tuple[str, ...]], float],
+        published: dict[tuple[str, tuple[str, ...]], tuple[float, ...]],
     ) -> list[Family]:
         # The base is replaced only at a resync, so identity stands for it; the window and the
         # aliases are compared by value (a few thousand entries at most).
@@ -438,12 +433,12 @@ class UsageCollector(Collector):
             and built[0][2] == sums[2]
             and built[1] == metadata
         ):
-            for family in built[2]:
-                for key, value in family.samples:
-                    published[(family.name, key)] = value  # type: ignore[assignment]
+            published.update(built[3])
             return built[2]
-        families = self._build_view_families(state, index, view, published)
-        self._built[view.family] = (sums, dict(metadata) if isinstance(metadata, dict) else None, families)
+        mine: dict[tuple[str, tuple[str, ...]], tuple[float, ...]] = {}
+        families = self._build_view_families(state, index, view, mine)
+        published.update(mine)
+        self._built[view.family] = (sums, dict(metadata) if isinstance(metadata, dict) else None, families, mine)
         return families
 
     def _build_view_families(
@@ -451,7 +446,7 @@ class UsageCollector(Collector):
         state: SourceState,
         index: int,
         view: View,
-        published: dict[tuple[str, tuple[str, ...]], float],
+        published: dict[tuple[str, tuple[str, ...]], tuple[float, ...]],
     ) -> list[Family]:
         id_labels, describe = _ID_LABELS[view.family]
         labels = id_labels + tuple(_EXTRA_LABELS[e] for e in view.extras) + (OVERFLOW_LABEL,)
@@ -469,30 +464,27 @@ class UsageCollector(Collector):
             else:  # two keys whose hashes share their first 12 characters: one series
                 for k, value in enumerate(values):
                     current[k] += value
-        ordered = sorted(series.items())
+        # A counter must never go down; the tables only shrink when rows are deleted by hand or
+        # by the tag table's optional retention, and that is not negative usage.
+        previous = self._published
+        ordered = []
+        for key, values in sorted(series.items()):
+            before = previous.get((view.family, key))
+            kept = tuple(map(max, values, before)) if before is not None else tuple(values)
+            published[(view.family, key)] = kept
+            ordered.append((key, kept))
         families = []
         for k, column in enumerate(state.reading.measures):
             measure = MEASURE_BY_COLUMN[column]
             if view.family != "litellm" and not measure.per_entity:
                 continue
-            name = f"{view.family}_{measure.name}"
-            samples = []
-            for key, values in ordered:
-                value = values[k]
-                # A counter must never go down; the tables only shrink when rows are deleted by
-                # hand or by the tag table's optional retention, and that is not negative usage.
-                previous = self._published.get((name, key))
-                if previous is not None and value < previous:
-                    value = previous
-                published[(name, key)] = value
-                samples.append((key, value))
             families.append(
                 build(
-                    name,
+                    f"{view.family}_{measure.name}",
                     f"{measure.documentation}{describe}, summed over LiteLLM's daily spend tables (all time).",
                     "counter",
                     labels,
-                    samples,
+                    [(key, values[k]) for key, values in ordered],
                     omit_empty=(OVERFLOW_LABEL,),
                 )
             )
