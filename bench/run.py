@@ -41,7 +41,7 @@ from traffic import BUSY, REALISTIC, Shape, create_entities, daily_rows, write_r
 
 from exporter.app import Exporter  # noqa: E402
 from exporter.config import parse  # noqa: E402
-from exporter.litellm_schema import apply_migrations  # noqa: E402
+from exporter.demo.schema import apply_migrations  # noqa: E402
 
 ROLE = "litellm_exporter_bench"
 

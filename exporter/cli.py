@@ -20,7 +20,7 @@ EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_CONFIG = 2
 
-log = logging.getLogger("litellm_exporter")
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,9 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["demo"]:
-        from . import demo
+        from .demo import command
 
-        return demo.main(argv[1:])
+        return command.main(argv[1:])
     args = build_parser().parse_args(argv)
 
     def load_config() -> Config:

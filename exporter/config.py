@@ -1,4 +1,9 @@
-"""Immutable runtime configuration, built from the validated YAML document."""
+"""Immutable runtime configuration, built from the validated YAML document.
+
+Every default is stated once, in the schema below (``ROOT``): the runtime classes have none, the
+shipped ``config.yaml`` is checked against it key by key, and the README's configuration table
+is generated from it (``python -m exporter.config_docs``).
+"""
 
 from __future__ import annotations
 
@@ -32,40 +37,40 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class DatabaseConfig:
     dsn: str
-    min_conns: int = 1
-    max_conns: int = 4
-    connect_timeout: float = 5.0
-    statement_timeout: float = 10.0
-    is_required: bool = False
+    min_conns: int
+    max_conns: int
+    connect_timeout: float
+    statement_timeout: float
+    is_required: bool
 
 
 @dataclass(frozen=True)
 class WebConfig:
-    host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
+    host: str
+    port: int
     # An exporter-toolkit web config file: TLS, basic auth, extra headers.
-    config_file: str | None = None
+    config_file: str | None
     # POST /-/reload, as Prometheus' --web.enable-lifecycle.
-    enable_lifecycle: bool = False
+    enable_lifecycle: bool
 
 
 @dataclass(frozen=True)
 class EntityConfig:
-    enabled: bool = True
-    model_group: bool = True
-    max_series: int | None = None
+    enabled: bool
+    model_group: bool
+    max_series: int | None
 
 
 @dataclass(frozen=True)
 class UsageConfig:
-    interval: float = 30.0
-    late_margin: float = 3600.0
-    resync_interval: float = 3600.0
-    global_max_series: int | None = 100
+    interval: float
+    late_margin: float
+    resync_interval: float
+    global_max_series: int | None
     # auto: the daily tables where they are there and complete, else LiteLLM_SpendLogs.
-    source: str = "auto"
-    spend_logs_late_margin: float = 600.0
-    entities: dict[str, EntityConfig] = dataclasses.field(default_factory=dict)
+    source: str
+    spend_logs_late_margin: float
+    entities: dict[str, EntityConfig]
 
     def entity(self, name: str) -> EntityConfig:
         return self.entities[name]
@@ -76,23 +81,21 @@ BUDGET_ENTITIES = ("key", "user", "team", "organization", "end_user", "team_memb
 
 @dataclass(frozen=True)
 class BudgetEntityConfig:
-    enabled: bool = True
+    enabled: bool
     # Only rows with a budget, a limit, an expiry or a block: 100k plain keys are not 100k series.
-    only_with_limits: bool = True
-    max_series: int | None = None
+    only_with_limits: bool
+    max_series: int | None
 
 
 @dataclass(frozen=True)
 class BudgetsConfig:
-    interval: float = 30.0
-    entities: dict[str, BudgetEntityConfig] = dataclasses.field(
-        default_factory=lambda: {name: BudgetEntityConfig() for name in BUDGET_ENTITIES}
-    )
+    interval: float
+    entities: dict[str, BudgetEntityConfig]
 
 
 @dataclass(frozen=True)
 class DatabaseProbeConfig:
-    interval: float = 15.0
+    interval: float
 
 
 # Request latencies of LLM calls run from a quarter second to minutes.
@@ -102,18 +105,18 @@ DEFAULT_TTFT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 @dataclass(frozen=True)
 class LatencyConfig:
-    enabled: bool = True
-    interval: float = 30.0
-    late_margin: float = 600.0
-    buckets: tuple[float, ...] = DEFAULT_BUCKETS
-    ttft_buckets: tuple[float, ...] = DEFAULT_TTFT_BUCKETS
+    enabled: bool
+    interval: float
+    late_margin: float
+    buckets: tuple[float, ...]
+    ttft_buckets: tuple[float, ...]
 
 
 @dataclass(frozen=True)
 class ProxyConfig:
-    targets: tuple[str, ...] = ()
-    timeout: float = 5.0
-    interval: float = 15.0
+    targets: tuple[str, ...]
+    timeout: float
+    interval: float
 
 
 @dataclass(frozen=True)
@@ -123,9 +126,9 @@ class Config:
     usage: UsageConfig
     budgets: BudgetsConfig
     database_probe: DatabaseProbeConfig
-    latency: LatencyConfig = LatencyConfig()
-    proxy: ProxyConfig = ProxyConfig()
-    max_gauge_age: float = 300.0
+    latency: LatencyConfig
+    proxy: ProxyConfig
+    max_gauge_age: float
 
     def with_overrides(
         self,
@@ -189,76 +192,150 @@ ROOT = schema.section(
     {
         "database": _section(
             {
-                "dsn": Field(schema.string()),
-                "min_conns": Field(schema.integer(minimum=0, maximum=100), 1),
-                "max_conns": Field(schema.integer(minimum=1, maximum=100), 4),
-                "connect_timeout": Field(schema.duration(maximum=300), 5.0),
-                "statement_timeout": Field(schema.duration(maximum=3600), 10.0),
-                "is_required": Field(schema.boolean(), False),
+                "dsn": Field(
+                    schema.string(),
+                    doc="PostgreSQL URL or `key=value` connection string (the proxy's `DATABASE_URL`);"
+                    " its password never appears in a log line",
+                ),
+                "min_conns": Field(schema.integer(minimum=0, maximum=100), 1, "connections the pool keeps open"),
+                "max_conns": Field(schema.integer(minimum=1, maximum=100), 4, "connections the pool opens at most"),
+                "connect_timeout": Field(
+                    schema.duration(maximum=300), 5.0, "to connect, and to wait for a pooled connection"
+                ),
+                "statement_timeout": Field(
+                    schema.duration(maximum=3600), 10.0, "enforced by the server on every query"
+                ),
+                "is_required": Field(
+                    schema.boolean(),
+                    False,
+                    "true: refuse to start while the database is unreachable; false: start, report"
+                    " `litellm_db_up 0`, recover by itself",
+                ),
             }
         ),
         "web": _section(
             {
-                "listen": Field(schema.listen_address(), DEFAULT_LISTEN),
-                "config_file": Field(schema.string(), None),
-                "enable_lifecycle": Field(schema.boolean(), False),
+                "listen": Field(
+                    schema.listen_address(),
+                    DEFAULT_LISTEN,
+                    "address to serve on (localhost only unless you say otherwise; `:8748` for every interface)",
+                ),
+                "config_file": Field(
+                    schema.string(),
+                    None,
+                    "TLS and basic auth, in the exporter-toolkit format (see [Security](#security))",
+                ),
+                "enable_lifecycle": Field(schema.boolean(), False, "accept `POST /-/reload`"),
             }
         ),
         "collectors": _section(
             {
-                "max_gauge_age": Field(schema.duration(), 300.0),
+                "max_gauge_age": Field(
+                    schema.duration(), 300.0, "gauges older than this are dropped while their collector fails"
+                ),
                 "usage": _section(
                     {
-                        "interval": Field(schema.duration(), 30.0),
-                        "late_margin": Field(schema.duration(maximum=7 * 86400), 3600.0),
-                        "resync_interval": Field(schema.duration(), 3600.0),
-                        "global_max_series": Field(schema.integer(minimum=1), 100),
-                        "source": Field(schema.choice("auto", "daily_tables", "spend_logs"), "auto"),
-                        "spend_logs_late_margin": Field(schema.duration(maximum=86400), 600.0),
+                        "interval": Field(schema.duration(), 30.0, "how often the usage counters are polled"),
+                        "late_margin": Field(
+                            schema.duration(maximum=7 * 86400),
+                            3600.0,
+                            "daily rows dated on or after the date of (now minus this), UTC, are summed again on"
+                            " every poll: today's, and yesterday's for this long after midnight",
+                        ),
+                        "resync_interval": Field(
+                            schema.duration(),
+                            3600.0,
+                            "how often everything is summed again from the tables (and the shown entities"
+                            " chosen again), aligned to the clock",
+                        ),
+                        "global_max_series": Field(
+                            schema.integer(minimum=1),
+                            100,
+                            "model groups the global families show, the top by all-time spend; the rest are"
+                            " summed into `__other__`",
+                        ),
+                        "source": Field(
+                            schema.choice("auto", "daily_tables", "spend_logs"),
+                            "auto",
+                            "`auto`: each daily table where this LiteLLM has it with every measure, else counters"
+                            " derived from `LiteLLM_SpendLogs`; `daily_tables` or `spend_logs`: only that",
+                        ),
+                        "spend_logs_late_margin": Field(
+                            schema.duration(maximum=86400),
+                            600.0,
+                            "spend-log rows are summed again on every poll while their `startTime` is within this"
+                            " of the last resync, or later",
+                        ),
                         "entities": _per_entity(
                             ENTITIES,
                             lambda name: {
-                                "enabled": Field(schema.boolean(), True),
-                                "model_group": Field(schema.boolean(), name != "end_user"),
-                                "max_series": Field(schema.integer(minimum=1), USAGE_MAX_SERIES[name]),
+                                "enabled": Field(schema.boolean(), True, "export this entity's usage families"),
+                                "model_group": Field(schema.boolean(), name != "end_user", "add a `model_group` label"),
+                                "max_series": Field(
+                                    schema.integer(minimum=1),
+                                    USAGE_MAX_SERIES[name],
+                                    "entities (ids) the family shows, the top by all-time spend, each whole; the"
+                                    " rest are summed into `__other__` (see [Series budget](#series-budget))",
+                                ),
                             },
                         ),
                     }
                 ),
                 "budgets": _section(
                     {
-                        "interval": Field(schema.duration(), 30.0),
+                        "interval": Field(schema.duration(), 30.0, "how often the budget gauges are read"),
                         "entities": _per_entity(
                             BUDGET_ENTITIES,
                             lambda name: {
-                                "enabled": Field(schema.boolean(), True),
-                                "only_with_limits": Field(schema.boolean(), True),
-                                "max_series": Field(schema.integer(minimum=1), BUDGET_MAX_SERIES[name]),
+                                "enabled": Field(schema.boolean(), True, "export this entity's budget gauges"),
+                                "only_with_limits": Field(
+                                    schema.boolean(), True, "only rows with a budget, a limit, an expiry or a block"
+                                ),
+                                "max_series": Field(
+                                    schema.integer(minimum=1),
+                                    BUDGET_MAX_SERIES[name],
+                                    "rows exported, the top by spend in the current period, each with all its gauges",
+                                ),
                             },
                         ),
                     }
                 ),
                 "latency": _section(
                     {
-                        "enabled": Field(schema.boolean(), True),
-                        "interval": Field(schema.duration(), 30.0),
-                        "late_margin": Field(schema.duration(maximum=86400), 600.0),
-                        "buckets": Field(schema.buckets(), list(DEFAULT_BUCKETS)),
-                        "ttft_buckets": Field(schema.buckets(), list(DEFAULT_TTFT_BUCKETS)),
+                        "enabled": Field(schema.boolean(), True, "the latency histograms"),
+                        "interval": Field(schema.duration(), 30.0, "how often they are polled"),
+                        "late_margin": Field(
+                            schema.duration(maximum=86400),
+                            600.0,
+                            "how late a spend-log row may land and still be counted",
+                        ),
+                        "buckets": Field(
+                            schema.buckets(), list(DEFAULT_BUCKETS), "request-duration histogram bounds, in seconds"
+                        ),
+                        "ttft_buckets": Field(
+                            schema.buckets(),
+                            list(DEFAULT_TTFT_BUCKETS),
+                            "time-to-first-token histogram bounds, in seconds",
+                        ),
                     }
                 ),
                 "proxy": _section(
                     {
-                        "targets": Field(schema.url_list(), []),
-                        "timeout": Field(schema.duration(maximum=5), 5.0),
-                        "interval": Field(schema.duration(), 15.0),
+                        "targets": Field(schema.url_list(), [], "LiteLLM proxy base URLs to probe"),
+                        "timeout": Field(schema.duration(maximum=5), 5.0, "per-probe limit (at most 5s)"),
+                        "interval": Field(schema.duration(), 15.0, "how often the proxies are probed"),
                     }
                 ),
-                "database": _section({"interval": Field(schema.duration(), 15.0)}),
+                "database": _section({"interval": Field(schema.duration(), 15.0, "how often the database is probed")}),
             }
         ),
     }
 )
+
+
+def defaults(dsn: str) -> Config:
+    """The configuration with every setting at its default."""
+    return parse({"database": {"dsn": dsn}})
 
 
 def parse(document: Any) -> Config:

@@ -27,7 +27,7 @@ def _number(value: float) -> str:
     """A sample value as the text format writes it: repr, which both parsers read, is much
     faster than prometheus-client's Go-style formatting; infinities and NaN as Go spells them."""
     text = repr(float(value))
-    return text if text[-1].isdigit() else floatToGoString(value)
+    return text if text[-1].isdigit() else str(floatToGoString(value))  # type: ignore[no-untyped-call]
 
 
 def _escape(value: str) -> str:

@@ -41,6 +41,12 @@ _REQUIRED = object()
 class Field:
     validate: Validator
     default: Any = _REQUIRED
+    # What the key means, for the generated documentation.
+    doc: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is _REQUIRED
 
 
 def _describe(value: Any) -> str:
@@ -88,7 +94,7 @@ def string(*, non_empty: bool = True) -> Validator:
         value = expand_env(path, value)
         if non_empty and not value:
             raise _Invalid(path, "must not be empty")
-        return value
+        return str(value)
 
     return check
 
@@ -161,7 +167,7 @@ def choice(*options: str) -> Validator:
     def check(path: str, value: Any) -> str:
         if value not in options:
             raise _Invalid(path, f"expected one of {', '.join(options)}, got {_describe(value)}")
-        return value
+        return str(value)
 
     return check
 
@@ -234,10 +240,16 @@ def parse_listen(text: str) -> tuple[str, int] | None:
     return host or "0.0.0.0", number
 
 
-def section(fields: Mapping[str, Field]) -> Validator:
-    """A mapping with exactly these keys; unknown keys are errors, missing ones take defaults."""
+class Section:
+    """A mapping with exactly these keys; unknown keys are errors, missing ones take defaults.
 
-    def check(path: str, value: Any) -> dict[str, Any]:
+    Its ``fields`` are what the generated documentation walks."""
+
+    def __init__(self, fields: Mapping[str, Field]) -> None:
+        self.fields = fields
+
+    def __call__(self, path: str, value: Any) -> dict[str, Any]:
+        fields = self.fields
         if value is None:
             value = {}
         if not isinstance(value, dict):
@@ -272,7 +284,9 @@ def section(fields: Mapping[str, Field]) -> Validator:
             raise _Many(problems)
         return result
 
-    return check
+
+def section(fields: Mapping[str, Field]) -> Section:
+    return Section(fields)
 
 
 def optional_section(fields: Mapping[str, Field]) -> Validator:
@@ -306,7 +320,7 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def validate(document: Any, root: Validator) -> dict[str, Any]:
+def validate(document: Any, root: Section) -> dict[str, Any]:
     """Validate a whole document, raising SchemaError with every problem found."""
     try:
         return root("", document)

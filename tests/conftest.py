@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import psycopg
 import pytest
-from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import config as config_module
 from exporter.app import Exporter
-from exporter.litellm_schema import apply_migrations
-from exporter.spend_writer import Entities, SpendWriter, World, seed_world
+from exporter.demo.schema import apply_migrations
+from exporter.demo.traffic import World
+from exporter.demo.writer import Entities, SpendWriter, seed_world
 
-from . import pg
+from .support import pg
+from .support.exporters import FakeClock, make_config
 
 
 @pytest.fixture(scope="session")
@@ -75,30 +74,9 @@ def world(conn: psycopg.Connection, rng: random.Random) -> World:
     return seed_world(conn, rng)
 
 
-class FakeClock:
-    """The collectors' notion of now, moved by the test instead of by sleeping."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
-
-
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc))
-
-
-def make_config(dsn: str, **usage: object) -> config_module.Config:
-    base = config_module.parse({"database": {"dsn": dsn, "statement_timeout": "5s"}})
-    if usage:
-        base = dataclasses.replace(base, usage=dataclasses.replace(base.usage, **usage))
-    return base
 
 
 @pytest.fixture
@@ -115,25 +93,3 @@ def make_exporter(litellm_dsn: str, clock: FakeClock) -> Iterator[Callable[..., 
     yield factory
     for exporter in made:
         exporter.db.close()
-
-
-def poll(exporter: Exporter) -> None:
-    """Run one poll of every collector and fail the test if any failed."""
-    for collector in exporter.runner.collectors:
-        assert exporter.runner.poll_once(collector), f"collector {collector.name} failed"
-
-
-Samples = dict[str, dict[frozenset[tuple[str, str]], float]]
-
-
-def scrape(exporter: Exporter) -> Samples:
-    """The exposition, parsed back with prometheus-client's own parser, by sample name."""
-    return parse_samples(generate_latest(exporter.registry).decode())
-
-
-def parse_samples(text: str) -> Samples:
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, {})[frozenset(sample.labels.items())] = sample.value
-    return samples

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import yaml
 
-from exporter.spend_writer import Request
+from exporter.demo.traffic import Request
 
-from .conftest import poll, scrape
-from .tools import require
+from .support.exporters import poll, scrape
+from .support.tools import require
 
 REPO = Path(__file__).resolve().parent.parent
 RULES = REPO / "prometheus" / "rules" / "litellm-budgets.rules.yml"

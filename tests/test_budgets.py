@@ -10,10 +10,10 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from exporter.config import BudgetEntityConfig
-from exporter.spend_writer import Entities, Request, SpendWriter, hash_token, random_requests
+from exporter.demo.traffic import Request, hash_token, random_requests
+from exporter.demo.writer import Entities, SpendWriter
 
-from .conftest import Samples, make_config, poll, scrape
+from .support.exporters import Samples, make_config, poll, scrape
 
 RESET = datetime(2026, 12, 1, tzinfo=timezone.utc)
 EXPIRES = datetime(2026, 11, 27, 8, 30, tzinfo=timezone.utc)
@@ -138,7 +138,9 @@ def test_entities_without_limits_are_left_out_by_default(make_exporter, budgeted
 
 def test_every_entity_when_asked_and_null_budgets_have_no_sample(make_exporter, budgeted, litellm_dsn):
     config = make_config(litellm_dsn)
-    every = {name: BudgetEntityConfig(only_with_limits=False) for name in config.budgets.entities}
+    every = {
+        name: dataclasses.replace(entity, only_with_limits=False) for name, entity in config.budgets.entities.items()
+    }
     exporter = make_exporter(dataclasses.replace(config, budgets=dataclasses.replace(config.budgets, entities=every)))
     poll(exporter)
     s = scrape(exporter)
@@ -238,7 +240,7 @@ def test_gauges_match_tables_under_random_traffic(make_exporter, conn, clock, li
     for i in range(12):
         entities.team(f"t{i}", f"team {i}", max_budget=rng.choice([None, 50.0, 500.0]))
         tokens.append(entities.key(f"sk-r{i}", f"k{i}", team_id=f"t{i}", max_budget=rng.choice([None, 10.0, 100.0])))
-    from exporter.spend_writer import Caller, World
+    from exporter.demo.traffic import Caller, World
 
     world = World(tuple(Caller(t, f"t{i}", None, None) for i, t in enumerate(tokens)), (), ())
     writer = SpendWriter(conn)

@@ -2,100 +2,17 @@
 
 from __future__ import annotations
 
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from exporter.spend_writer import random_requests
+from exporter.demo.traffic import random_requests
 
-from .conftest import Samples, parse_samples
-from .ground_truth import mismatches
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def with_password(dsn: str, password: str) -> str:
-    params = conninfo_to_dict(dsn)
-    params["password"] = password
-    return make_conninfo(**params)
-
-
-class Running:
-    """The exporter as a process; ``config`` is a file of the test's, or one written here."""
-
-    def __init__(self, tmp_path, dsn: str, *extra: str, is_required: bool = False, config=None) -> None:
-        self.port = free_port()
-        if config is None:
-            config = tmp_path / "config.yaml"
-            config.write_text(
-                "database:\n"
-                "  dsn: ${TEST_LITELLM_DSN}\n"
-                "  connect_timeout: 2s\n"
-                f"  is_required: {'true' if is_required else 'false'}\n"
-            )
-        self.stderr_path = tmp_path / "stderr.log"
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "exporter.cli",
-                "--config",
-                str(config),
-                "--listen",
-                f"127.0.0.1:{self.port}",
-                "--poll-interval",
-                "0.3",
-                *extra,
-            ],
-            env={"TEST_LITELLM_DSN": dsn, "PATH": "/usr/bin:/bin"},
-            stdout=subprocess.DEVNULL,
-            stderr=self.stderr_path.open("w"),
-        )
-
-    def get(self, path: str, method: str = "GET") -> tuple[int, str]:
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-
-    def wait_until(self, condition, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"exporter exited: {self.stderr()}"
-            try:
-                if condition():
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"timed out; log: {self.stderr()[-2000:]}")
-
-    def wait_for(self, path: str, status: int, timeout: float = 20.0) -> None:
-        self.wait_until(lambda: self.get(path)[0] == status, timeout)
-
-    def samples(self) -> Samples:
-        return parse_samples(self.get("/metrics")[1])
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=10)
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text()
+from .support.ground_truth import mismatches
+from .support.process import Running, free_port, with_password
 
 
 @pytest.fixture

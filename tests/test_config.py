@@ -221,3 +221,39 @@ def test_version_flag(capsys):
 def test_shipped_config_spells_out_the_defaults(monkeypatch):
     monkeypatch.setenv("LITELLM_DATABASE_URL", DSN)
     assert load(REPO / "config.yaml") == parse({"database": {"dsn": DSN}})
+
+
+def _keys(document: dict, prefix: str = "") -> set[str]:
+    found = set()
+    for key, value in document.items():
+        path = f"{prefix}.{key}" if prefix else key
+        found |= _keys(value, path) if isinstance(value, dict) else {path}
+    return found
+
+
+def test_shipped_config_states_every_key_at_its_schema_default():
+    from exporter import schema
+    from exporter.config import ROOT
+    from exporter.config_docs import leaves
+
+    document = yaml.safe_load((REPO / "config.yaml").read_text())
+    stated = dict(leaves(ROOT))
+    assert _keys(document) == set(stated)
+    for path, field in stated.items():
+        if field.required:
+            continue
+        value = document
+        for part in path.split("."):
+            value = value[part]
+        if field.default is None:
+            assert value is None, path
+        else:
+            want = schema.validate_one(path, field.default, field.validate)
+            assert schema.validate_one(path, value, field.validate) == want, path
+
+
+def test_readme_configuration_table_is_the_one_the_schema_generates():
+    from exporter.config_docs import replace_in
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    assert replace_in(text) == text, "run: python -m exporter.config_docs --write"

@@ -20,11 +20,12 @@ import yaml
 
 from exporter.app import Exporter
 from exporter.config import parse
-from exporter.spend_writer import SpendWriter, add_budgets, random_requests
+from exporter.demo.traffic import random_requests
+from exporter.demo.writer import SpendWriter, add_budgets
 
-from .test_cli import free_port
-from .test_proxy_probe import FakeProxy
-from .tools import require
+from .support.fake_proxy import FakeProxy
+from .support.process import free_port
+from .support.tools import require
 
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARDS = sorted((REPO / "grafana" / "dashboards").glob("*.json"))

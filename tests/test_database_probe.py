@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from exporter.spend_writer import random_requests
+from exporter.demo.traffic import random_requests
 
-from .conftest import poll, scrape
+from .support.exporters import poll, scrape
 
 
 def value(samples, name: str, **labels: str) -> float:

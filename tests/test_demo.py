@@ -10,7 +10,7 @@ import time
 
 import psycopg
 
-from .test_cli import free_port
+from .support.process import free_port
 
 
 def demo_databases(admin_dsn: str) -> set[str]:

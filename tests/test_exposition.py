@@ -8,9 +8,9 @@ import time
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.spend_writer import Request
+from exporter.demo.traffic import Request
 
-from .conftest import make_config, poll
+from .support.exporters import make_config, poll
 
 
 def usage_samples(text: str, parser=text_string_to_metric_families) -> dict:

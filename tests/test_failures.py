@@ -17,11 +17,11 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from exporter.app import Exporter
 from exporter.config import parse
 
-from .conftest import scrape
-from .ground_truth import mismatches
-from .tcp_proxy import TcpProxy
-from .test_cli import free_port
-from .test_usage import load_history
+from .support.exporters import scrape
+from .support.ground_truth import mismatches
+from .support.history import load_history
+from .support.process import free_port
+from .support.tcp_proxy import TcpProxy
 
 
 @pytest.fixture
@@ -101,7 +101,7 @@ def test_database_outage_keeps_counters_drops_stale_gauges_and_recovers_exactly(
 
 
 def rng_requests(rng, world, clock):
-    from exporter.spend_writer import random_requests
+    from exporter.demo.traffic import random_requests
 
     return random_requests(rng, world, 40, clock.now - timedelta(minutes=5), clock.now)
 

@@ -17,10 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.cli import main
 from exporter.config import ConfigError, parse
-from exporter.spend_writer import Request
+from exporter.demo.traffic import Request
 
-from .conftest import poll
-from .tools import require
+from .support.exporters import poll
+from .support.tools import require
 
 # PostgreSQL text holds any character but NUL; surrogates are not characters.
 characters = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
@@ -175,9 +175,9 @@ def test_any_config_file_exits_0_or_2_without_a_traceback(document, tmp_path_fac
 def test_invalid_utf8_in_a_sql_ascii_database(admin_dsn, clock):
     # PostgreSQL stores any bytes in a SQL_ASCII database; LiteLLM's tables work there too.
     from exporter.app import Exporter
-    from exporter.litellm_schema import apply_migrations
+    from exporter.demo.schema import apply_migrations
 
-    from . import pg
+    from .support import pg
 
     name = pg.unique_name("litellm_exporter_ascii")
     with psycopg.connect(admin_dsn, autocommit=True) as admin:

@@ -7,9 +7,9 @@ from datetime import timedelta
 import psycopg
 
 from exporter.config import DEFAULT_BUCKETS, DEFAULT_TTFT_BUCKETS
-from exporter.spend_writer import random_requests
+from exporter.demo.traffic import random_requests
 
-from .conftest import poll, scrape
+from .support.exporters import poll, scrape
 
 
 def expected_buckets(conn: psycopg.Connection, expression: str, bounds, where: str = "TRUE"):

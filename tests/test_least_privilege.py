@@ -10,10 +10,10 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from exporter.config import parse
-from exporter.spend_writer import random_requests
+from exporter.demo.traffic import random_requests
 
-from .conftest import poll, scrape
-from .ground_truth import mismatches
+from .support.exporters import poll, scrape
+from .support.ground_truth import mismatches
 
 SCRIPT = Path(__file__).resolve().parent.parent / "docs" / "least-privilege.sql"
 

@@ -2,74 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import threading
+import dataclasses
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from exporter.collectors.proxy import ProxyCollector
-from exporter.config import ProxyConfig
+from exporter.config import ProxyConfig, defaults
 
-from .test_cli import free_port
-
-READINESS_1_106 = {"status": "healthy", "db": "connected"}
-READINESS_OLD = {
-    "status": "connected",
-    "db": "connected",
-    "cache": None,
-    "litellm_version": "1.55.8",
-    "success_callbacks": ["langfuse"],
-    "last_updated": "2026-11-24T10:00:00",
-}
-
-
-class FakeProxy:
-    """A LiteLLM-like proxy: ``behaviour`` picks how /health/readiness answers."""
-
-    def __init__(self, behaviour: str, delay: float = 0.0) -> None:
-        self.paths: list[str] = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                fake.paths.append(self.path)
-                if delay:
-                    time.sleep(delay)
-                if self.path in ("/health/liveliness", "/health/liveness"):
-                    self._reply(200, json.dumps("I'm alive!").encode())
-                elif self.path == "/health/readiness":
-                    if behaviour == "healthy":
-                        self._reply(200, json.dumps(READINESS_1_106).encode())
-                    elif behaviour == "old":
-                        self._reply(200, json.dumps(READINESS_OLD).encode())
-                    elif behaviour == "db_down":
-                        self._reply(503, json.dumps({"status": "unhealthy", "db": "Not connected"}).encode())
-                    elif behaviour == "garbage":
-                        self._reply(200, b"<html>\x00\xff not json")
-                else:
-                    self._reply(404, b"{}")
-
-            def _reply(self, status: int, body: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+from .support.fake_proxy import FakeProxy
+from .support.process import free_port
 
 
 @pytest.fixture
@@ -85,6 +28,10 @@ def fake_proxy() -> Iterator:
         proxy.close()
 
 
+def proxy_config(**settings: object) -> ProxyConfig:
+    return dataclasses.replace(defaults("postgresql://unused@localhost/litellm").proxy, **settings)
+
+
 def by_target(families, name: str) -> dict[tuple[str, ...], float]:
     family = next(f for f in families if f.name == name)
     return dict(family.samples)
@@ -94,7 +41,7 @@ def test_probes_report_up_ready_database_and_version(fake_proxy):
     new, old, down, garbage = (fake_proxy(b) for b in ("healthy", "old", "db_down", "garbage"))
     refused = f"http://127.0.0.1:{free_port()}"
     targets = (new.url, old.url, down.url, garbage.url, refused)
-    families = ProxyCollector(ProxyConfig(targets=targets, timeout=2.0)).poll(db=None)
+    families = ProxyCollector(proxy_config(targets=targets, timeout=2.0)).poll(db=None)
 
     assert by_target(families, "litellm_proxy_up") == {
         (new.url,): 1.0,
@@ -120,7 +67,7 @@ def test_probes_report_up_ready_database_and_version(fake_proxy):
 def test_a_slow_proxy_does_not_delay_the_others(fake_proxy):
     slow = fake_proxy("healthy", delay=5.0)
     fast = fake_proxy("healthy")
-    collector = ProxyCollector(ProxyConfig(targets=(slow.url, fast.url), timeout=1.0))
+    collector = ProxyCollector(proxy_config(targets=(slow.url, fast.url), timeout=1.0))
     started = time.monotonic()
     families = collector.poll(db=None)
     elapsed = time.monotonic() - started
@@ -134,7 +81,7 @@ def test_a_slow_proxy_does_not_delay_the_others(fake_proxy):
 def test_proxy_probes_are_served_by_the_exporter(fake_proxy, make_exporter, litellm_dsn):
     from exporter.config import parse
 
-    from .conftest import poll, scrape
+    from .support.exporters import poll, scrape
 
     proxy = fake_proxy("old")
     exporter = make_exporter(
@@ -152,7 +99,7 @@ def test_proxy_probes_are_served_by_the_exporter(fake_proxy, make_exporter, lite
 def test_a_reload_without_targets_stops_every_proxy_series(fake_proxy, make_exporter, litellm_dsn):
     from exporter.config import parse
 
-    from .conftest import poll, scrape
+    from .support.exporters import poll, scrape
 
     proxy = fake_proxy("healthy")
     document = {"database": {"dsn": litellm_dsn}, "collectors": {"proxy": {"targets": [proxy.url]}}}

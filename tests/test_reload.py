@@ -8,12 +8,12 @@ import threading
 import time
 from datetime import timedelta
 
-from exporter.spend_writer import random_requests
+from exporter.demo.traffic import random_requests
 
-from .conftest import parse_samples
-from .ground_truth import mismatches
-from .test_cli import Running
-from .test_proxy_probe import FakeProxy
+from .support.exporters import parse_samples
+from .support.fake_proxy import FakeProxy
+from .support.ground_truth import mismatches
+from .support.process import Running
 
 
 def write_config(path, *, tag: bool = True, targets=(), lifecycle: bool = True, extra: str = "") -> None:

@@ -14,11 +14,11 @@ from datetime import timedelta
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.config import BudgetEntityConfig
-from exporter.spend_writer import Request, SpendWriter, random_requests, seed_world
+from exporter.demo.traffic import Request, random_requests
+from exporter.demo.writer import SpendWriter, seed_world
 
-from .conftest import make_config, poll, scrape
-from .ground_truth import mismatches
+from .support.exporters import make_config, poll, scrape
+from .support.ground_truth import mismatches
 
 OTHER = "__other__"
 # family -> (id label, daily table, the id as the table holds it, as the label shows it)
@@ -248,7 +248,8 @@ def test_budget_cap_keeps_whole_rows_of_the_top_spenders(make_exporter, entities
     tokens = [entities.key(f"sk-cap-{i}", f"key-{i}", max_budget=100.0) for i in range(10)]
     for i, token in enumerate(tokens):
         conn.execute('UPDATE "LiteLLM_VerificationToken" SET spend = %s WHERE token = %s', (float(i % 7), token))
-    config = with_caps(make_config(litellm_dsn), budgets={"key": BudgetEntityConfig(max_series=4)})
+    config = make_config(litellm_dsn)
+    config = with_caps(config, budgets={"key": dataclasses.replace(config.budgets.entities["key"], max_series=4)})
     exporter = make_exporter(config)
     poll(exporter)
     s = scrape(exporter)

@@ -8,21 +8,13 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 
-from exporter.config import EntityConfig, parse
-from exporter.spend_writer import Entities, Request, SpendWriter, World, random_request, random_requests
+from exporter.config import parse
+from exporter.demo.traffic import Request, random_request, random_requests
+from exporter.demo.writer import Entities, SpendWriter
 
-from .conftest import FakeClock, make_config, poll, scrape
-from .ground_truth import mismatches
-
-
-def load_history(writer: SpendWriter, rng: random.Random, world: World, clock: FakeClock, days: int = 20) -> None:
-    """``days`` days of traffic up to the clock's now, flushed in proxy-sized batches."""
-    start = clock.now - timedelta(days=days)
-    requests = random_requests(rng, world, 1500, start, clock.now)
-    requests.sort(key=lambda r: r.start_time)
-    for i in range(0, len(requests), 50):
-        writer.record(*requests[i : i + 50])
-        writer.flush(requests[min(i + 49, len(requests) - 1)].start_time)
+from .support.exporters import make_config, poll, scrape
+from .support.ground_truth import mismatches
+from .support.history import load_history
 
 
 def test_counters_equal_database_after_history_load(make_exporter, writer, rng, world, clock, conn):
@@ -253,11 +245,9 @@ def test_model_group_label_can_be_switched_off_per_entity(make_exporter, writer,
     load_history(writer, rng, world, clock, days=2)
     config = make_config(litellm_dsn)
     entities = dict(config.usage.entities)
-    entities["team"] = EntityConfig(model_group=False)
-    entities["end_user"] = EntityConfig(model_group=True)
-    entities["tag"] = EntityConfig(enabled=False)
-    import dataclasses
-
+    entities["team"] = dataclasses.replace(entities["team"], model_group=False)
+    entities["end_user"] = dataclasses.replace(entities["end_user"], model_group=True)
+    entities["tag"] = dataclasses.replace(entities["tag"], enabled=False)
     exporter = make_exporter(dataclasses.replace(config, usage=dataclasses.replace(config.usage, entities=entities)))
     poll(exporter)
     samples = scrape(exporter)
@@ -321,7 +311,7 @@ def test_exporter_connections_are_read_only_with_a_server_side_timeout(make_expo
 def test_random_traffic_soak(make_exporter, litellm_dsn, clock, conn):
     # A second seed and shape, interleaving polls with flushes across two midnights.
     rng = random.Random(7)
-    from exporter.spend_writer import seed_world
+    from exporter.demo.writer import seed_world
 
     world = seed_world(conn, rng, organizations=3, teams=7, users=9, keys=25, end_users=12)
     writer = SpendWriter(conn)

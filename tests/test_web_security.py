@@ -19,7 +19,7 @@ from exporter.app import Exporter
 from exporter.cli import main
 from exporter.config import parse
 
-from .test_cli import free_port
+from .support.process import free_port
 
 PASSWORD = "correct horse battery staple"
 

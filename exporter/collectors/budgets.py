@@ -12,6 +12,8 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
+from psycopg import sql
+
 from .. import catalog
 from ..cardinality import CapReport
 from ..config import BudgetsConfig, Config
@@ -31,10 +33,10 @@ class _Spec:
     labels: tuple[str, ...]
     label_sql: tuple[str, ...]
     table: str
-    spend: str
-    max_budget: str
+    spend: str | None
+    max_budget: str | None
     soft_budget: str | None
-    reset_at: str
+    reset_at: str | None
     tpm_limit: str | None
     rpm_limit: str | None
     blocked: str | None = None
@@ -170,7 +172,7 @@ def _adapt(spec: _Spec, found: dict[str, set[str]]) -> _Spec | None:
     )
 
 
-def _select(spec: _Spec, only_with_limits: bool, limit: int | None) -> str:
+def _select(spec: _Spec, only_with_limits: bool, limit: int | None) -> sql.Composed:
     """The rows, the ``limit`` spending most in their current period first (ties by labels),
     each with the number of rows there are in all as its last column."""
 
@@ -191,9 +193,10 @@ def _select(spec: _Spec, only_with_limits: bool, limit: int | None) -> str:
         blocked,
         epoch(spec.expires),
     )
-    source = f'"{spec.table}" e'
+    # The expressions are this module's own SQL; the tables are identifiers.
+    source = sql.SQL("{} e").format(sql.Identifier(spec.table))
     if any(expr and "b." in expr for expr in values):
-        source += f' LEFT JOIN "{BUDGET_TABLE}" b ON b.budget_id = e.budget_id'
+        source = sql.SQL("{} LEFT JOIN {} b ON b.budget_id = e.budget_id").format(source, sql.Identifier(BUDGET_TABLE))
     where = ""
     if only_with_limits:
         conditions = [
@@ -206,7 +209,9 @@ def _select(spec: _Spec, only_with_limits: bool, limit: int | None) -> str:
         where = " WHERE " + (" OR ".join(conditions) or "FALSE")
     order = ", ".join(str(i + 1) for i in range(len(spec.label_sql)))
     cap = f" ORDER BY {len(spec.label_sql) + 1} DESC NULLS LAST, {order} LIMIT {int(limit)}" if limit else ""
-    return f"SELECT {', '.join(spec.label_sql)}, {', '.join(values)}, count(*) OVER () FROM {source}{where}{cap}"
+    return sql.SQL("SELECT {}, {}, count(*) OVER () FROM {}{}{}").format(
+        sql.SQL(", ".join(spec.label_sql)), sql.SQL(", ".join(values)), source, sql.SQL(where), sql.SQL(cap)
+    )
 
 
 class BudgetsCollector(Collector):
@@ -248,16 +253,18 @@ class BudgetsCollector(Collector):
         return families
 
 
-def _families(spec: _Spec, rows: dict[tuple[str, ...], tuple]) -> list[Family]:
+def _families(spec: _Spec, rows: dict[tuple[str, ...], tuple[float | None, ...]]) -> list[Family]:
     samples: dict[str, list[tuple[tuple[str, ...], float]]] = {name: [] for _, name in _GAUGES}
     samples["budget_remaining_usd"] = []
     for labels, row in sorted(rows.items()):
         values = dict(zip((column for column, _ in _GAUGES), row, strict=True))
         for column, name in _GAUGES:
-            if values[column] is not None:
-                samples[name].append((labels, values[column]))
-        if values["max_budget"] is not None and values["spend"] is not None:
-            samples["budget_remaining_usd"].append((labels, values["max_budget"] - values["spend"]))
+            value = values[column]
+            if value is not None:
+                samples[name].append((labels, value))
+        max_budget, spend = values["max_budget"], values["spend"]
+        if max_budget is not None and spend is not None:
+            samples["budget_remaining_usd"].append((labels, max_budget - spend))
 
     the = f"The {spec.describe}'s"
     docs = {

@@ -9,6 +9,10 @@ PostgreSQL's estimate (``pg_class.reltuples``), never ``count(*)``, and the newe
 from __future__ import annotations
 
 import time
+from typing import Any
+
+import psycopg
+from psycopg import sql
 
 from ..catalog import SPEND_LOGS
 from ..config import Config, DatabaseProbeConfig
@@ -46,15 +50,18 @@ class DatabaseCollector(Collector):
             started = time.perf_counter()
             conn.execute("SELECT 1").fetchone()
             latency = time.perf_counter() - started
-            version, size = conn.execute(
-                "SELECT current_setting('server_version'), pg_database_size(current_database())::float8"
-            ).fetchone()
-            rows, table_bytes = conn.execute(_SPEND_LOGS_SIZE, {"t": f'"{SPEND_LOGS}"'}).fetchone()
+            version, size = _one(
+                conn, sql.SQL("SELECT current_setting('server_version'), pg_database_size(current_database())::float8")
+            )
+            rows, table_bytes = _one(conn, sql.SQL(_SPEND_LOGS_SIZE), {"t": f'"{SPEND_LOGS}"'})
             latest = None
             if table_bytes is not None:
-                latest = conn.execute(
-                    f'SELECT extract(epoch FROM max("startTime"))::float8 FROM "{SPEND_LOGS}"'
-                ).fetchone()[0]
+                (latest,) = _one(
+                    conn,
+                    sql.SQL('SELECT extract(epoch FROM max("startTime"))::float8 FROM {}').format(
+                        sql.Identifier(SPEND_LOGS)
+                    ),
+                )
         families = [
             gauge("litellm_db_up", _UP_HELP, 1.0),
             gauge("litellm_db_probe_duration_seconds", "How long a trivial query took on the last probe.", latency),
@@ -80,6 +87,15 @@ class DatabaseCollector(Collector):
 
     def on_failure(self, db: Database, exc: BaseException) -> list[Family]:
         return [gauge("litellm_db_up", _UP_HELP, 0.0), *pool_families(db)]
+
+
+def _one(
+    conn: psycopg.Connection[Any], query: sql.SQL | sql.Composed, params: dict[str, str] | None = None
+) -> tuple[Any, ...]:
+    """The one row an aggregate query returns."""
+    row = conn.execute(query, params).fetchone()
+    assert row is not None, "an aggregate query returns a row"
+    return tuple(row)
 
 
 def _optional(name: str, documentation: str, value: float | None) -> Family:

@@ -56,7 +56,7 @@ class _Buckets:
         self._sums[label] = self._sums.get(label, 0.0) + value
 
     def samples(self) -> list[tuple[tuple[str, ...], Histogram]]:
-        result = []
+        result: list[tuple[tuple[str, ...], Histogram]] = []
         for label, counts in sorted(self._counts.items()):
             cumulative, running = [], 0
             for bound, count in zip((*self._bounds, float("inf")), counts, strict=True):

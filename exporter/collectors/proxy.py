@@ -70,7 +70,7 @@ def probe(target: str, timeout: float) -> _Probe:
     return _Probe(target, up, ready, time.perf_counter() - started, db_connected, version)
 
 
-def _json(body: bytes) -> dict:
+def _json(body: bytes) -> dict[str, object]:
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError):

@@ -27,6 +27,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -108,7 +109,7 @@ class SourceState:
     base: tuple[dict[Group, list[float]], ...]
     window: tuple[dict[Group, list[float]], ...]
     # The window's query, composed once per resync.
-    window_query: sql.Composable
+    window_query: sql.Composed
     window_params: dict[str, object]
     latest_update: float | None = None
 
@@ -128,7 +129,16 @@ class SourceState:
         return sum(len(d) for d in self.base) + sum(len(d) for d in self.window)
 
 
-def _plan(config: UsageConfig) -> tuple:
+# Per family: the sums and aliases its families were built from, them, and what they published.
+_Built = tuple[
+    tuple[Membership, dict[Group, list[float]], dict[Group, list[float]]],
+    dict[str, Any] | None,
+    list[Family],
+    dict[tuple[str, tuple[str, ...]], tuple[float, ...]],
+]
+
+
+def _plan(config: UsageConfig) -> tuple[object, ...]:
     """What decides how rows are split and grouped: a change means a resync."""
     entities = tuple(sorted((name, e.enabled, e.model_group, e.max_series) for name, e in config.entities.items()))
     return config.late_margin, config.source, config.spend_logs_late_margin, config.global_max_series, entities
@@ -152,7 +162,7 @@ class UsageCollector(Collector):
         self._team_alias: dict[str, str] = {}
         self._org_alias: dict[str, str] = {}
         # Per family: what its families were built from, and them; most polls change nothing.
-        self._built: dict[str, tuple[tuple, dict | None, list[Family], dict]] = {}
+        self._built: dict[str, _Built] = {}
 
     # -- what is read ------------------------------------------------------------------
 
@@ -313,41 +323,32 @@ class UsageCollector(Collector):
 
         found = catalog.columns(conn, _METADATA_TABLES)
 
-        def rows(table: str, query: str, ids: list[str]) -> Iterable[tuple]:
+        def rows(table: str, select: str, where: str, ids: list[str], order: str = "") -> Iterable[tuple[Any, ...]]:
             if table not in found or not ids:
                 return []
+            query = sql.SQL("SELECT {} FROM {} WHERE {} = ANY(%s){}").format(
+                sql.SQL(select), sql.Identifier(table), sql.Identifier(where), sql.SQL(order)
+            )
             return conn.execute(query, (ids,)).fetchall()
 
         key_meta: dict[str, tuple[str, str]] = {}
         keys = shown("litellm_key")
         # Deleted keys first, oldest first, so that the newest and a live key win.
-        for token, alias, team in rows(
-            "LiteLLM_DeletedVerificationToken",
-            "SELECT token, coalesce(key_alias, ''), coalesce(team_id, '') FROM \"LiteLLM_DeletedVerificationToken\""
-            " WHERE token = ANY(%s) ORDER BY deleted_at",
-            keys,
-        ):
-            key_meta[token] = (alias, team)
-        for token, alias, team in rows(
-            "LiteLLM_VerificationToken",
-            "SELECT token, coalesce(key_alias, ''), coalesce(team_id, '') FROM \"LiteLLM_VerificationToken\""
-            " WHERE token = ANY(%s)",
-            keys,
-        ):
-            key_meta[token] = (alias, team)
+        key_columns = "token, coalesce(key_alias, ''), coalesce(team_id, '')"
+        for table in ("LiteLLM_DeletedVerificationToken", "LiteLLM_VerificationToken"):
+            order = " ORDER BY deleted_at" if table.startswith("LiteLLM_Deleted") else ""
+            for token, alias, team in rows(table, key_columns, "token", keys, order):
+                key_meta[token] = (alias, team)
         team_alias: dict[str, str] = {}
         teams = shown("litellm_team")
         for table in ("LiteLLM_DeletedTeamTable", "LiteLLM_TeamTable"):
             order = " ORDER BY deleted_at" if table.startswith("LiteLLM_Deleted") else ""
-            query = f"SELECT team_id, coalesce(team_alias, '') FROM \"{table}\" WHERE team_id = ANY(%s){order}"
-            for team_id, alias in rows(table, query, teams):
+            for team_id, alias in rows(table, "team_id, coalesce(team_alias, '')", "team_id", teams, order):
                 team_alias[team_id] = alias
         org_alias: dict[str, str] = {}
-        query = (
-            "SELECT organization_id, coalesce(organization_alias, '') FROM \"LiteLLM_OrganizationTable\""
-            " WHERE organization_id = ANY(%s)"
-        )
-        for org_id, alias in rows("LiteLLM_OrganizationTable", query, shown("litellm_organization")):
+        org_columns = "organization_id, coalesce(organization_alias, '')"
+        orgs = shown("litellm_organization")
+        for org_id, alias in rows("LiteLLM_OrganizationTable", org_columns, "organization_id", orgs):
             org_alias[org_id] = alias
         return key_meta, team_alias, org_alias
 

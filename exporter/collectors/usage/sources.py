@@ -8,6 +8,7 @@ read by one query per poll: the families it feeds are ``GROUPING SETS`` of that 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from psycopg import sql
 
@@ -199,7 +200,7 @@ def _ids(views: tuple[View, ...]) -> sql.Composable:
     return sql.SQL(", ").join(sql.Identifier(f"v{i}_id") for i in range(len(views)))
 
 
-def rank_query(reading: Reading, views: tuple[View, ...]) -> tuple[sql.Composable, dict[int, int]]:
+def rank_query(reading: Reading, views: tuple[View, ...]) -> tuple[sql.Composed, dict[int, int]]:
     """The top entities of every capped view by all-time spend (ties by id), with how many
     entities each has. Rows: GROUPING mask, id, entities in the view; with the mask's view."""
     capped = tuple(v for v in views if v.cap is not None)
@@ -234,7 +235,7 @@ def rank_query(reading: Reading, views: tuple[View, ...]) -> tuple[sql.Composabl
 
 def sums_query(
     reading: Reading, views: tuple[View, ...], members: tuple[frozenset[str] | None, ...], *, window: bool
-) -> tuple[sql.Composable, dict[str, object]]:
+) -> tuple[sql.Composed, dict[str, object]]:
     """Every view's sums over the rows on or after the window's start (``window``) or before
     it (the base), an entity outside a view's members counted as ``__other__``.
 
@@ -300,7 +301,7 @@ def sums_query(
 
 
 def decode_sums(
-    rows: list[tuple], views: tuple[View, ...], measures: int
+    rows: list[tuple[Any, ...]], views: tuple[View, ...], measures: int
 ) -> tuple[list[dict[Group, list[float]]], float | None]:
     """Rows of ``sums_query`` as one dict per view (group -> sums), and the newest update."""
     by_mask = {_mask(len(views), i): i for i in range(len(views))}

@@ -10,7 +10,7 @@ import math
 
 import psycopg
 
-from .conftest import Samples
+from .exporters import Samples
 
 MEASURES = {
     "spend_usd": "spend",

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 
 class EmbeddedUnavailable(Exception):
@@ -25,7 +25,7 @@ def embedded_postgres() -> Iterator[str]:
             "the embedded PostgreSQL is not installed (pip install 'litellm-exporter[demo]')"
         ) from None
     with tempfile.TemporaryDirectory(prefix="litellm-exporter-pg-") as data:
-        server = pgserver.get_server(data, cleanup_mode="stop")
+        server = pgserver.get_server(data, cleanup_mode="stop")  # type: ignore[attr-defined]
         try:
             yield server.get_uri()
         finally:
@@ -33,9 +33,7 @@ def embedded_postgres() -> Iterator[str]:
 
 
 def with_database(dsn: str, dbname: str) -> str:
-    params = conninfo_to_dict(dsn)
-    params["dbname"] = dbname
-    return make_conninfo(**params)
+    return make_conninfo(dsn, dbname=dbname)
 
 
 def create_database(admin: str, name: str, template: str | None = None) -> str:

@@ -15,10 +15,10 @@ import psycopg
 import pytest
 
 from exporter.config import parse
-from exporter.litellm_schema import apply_migrations, migration_files
+from exporter.demo.schema import apply_migrations, migration_files
 
-from . import pg
-from .conftest import FakeClock, poll, scrape
+from .support import pg
+from .support.exporters import FakeClock, poll, scrape
 
 # The last migration of each schema: LiteLLM's March 2025 baseline (no daily tables); the first
 # litellm-proxy-extras (0.1.0, one daily table without request counts); mid-2025 (user, team and
@@ -193,7 +193,7 @@ def test_spend_log_source_counts_late_rows_once_across_polls(make_exporter, conn
 def test_widening_the_spend_log_margin_on_reload_counts_nothing_twice(make_exporter, conn, clock, litellm_dsn):
     import dataclasses
 
-    from .conftest import make_config
+    from .support.exporters import make_config
 
     write_spend_logs(conn, 1, 400, clock.now, minutes_back=120)
     config = make_config(litellm_dsn, source="spend_logs", spend_logs_late_margin=300.0)

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import psycopg
 
-from exporter.scratch import create_database, drop_database, embedded_postgres, with_database
+from exporter.demo.scratch import create_database, drop_database, embedded_postgres, with_database
 
 __all__ = ["admin_dsn", "create_database", "drop_database", "unique_name", "with_database"]
 

@@ -15,15 +15,17 @@ import threading
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import psycopg
 
-from .app import Exporter, stop_on_signals
-from .config import DEFAULT_PORT, ConfigError, parse
-from .db import redact_dsn
-from .litellm_schema import SchemaPackageMissing, apply_migrations, migration_files
+from ..app import Exporter, stop_on_signals
+from ..config import DEFAULT_PORT, ConfigError, parse
+from ..db import redact_dsn
+from .schema import SchemaPackageMissing, apply_migrations, migration_files
 from .scratch import EmbeddedUnavailable, create_database, drop_database, embedded_postgres
-from .spend_writer import SpendWriter, add_budgets, random_requests, seed_world
+from .traffic import random_requests
+from .writer import SpendWriter, add_budgets, seed_world
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,7 +83,7 @@ def main(argv: list[str]) -> int:
                 print(f"kept the scratch database: {redact_dsn(dsn)}", file=sys.stderr)
 
 
-def _run(args: argparse.Namespace, dsn: str, files: list, stop: threading.Event) -> int:
+def _run(args: argparse.Namespace, dsn: str, files: list[Path], stop: threading.Event) -> int:
     print(f"applying {len(files)} LiteLLM migrations to {redact_dsn(dsn)} ...", file=sys.stderr)
     apply_migrations(dsn, files)
     rng = random.Random()

@@ -1,0 +1,1 @@
+"""What the tests share: helpers, fakes and the ground truth they check against."""
