@@ -135,7 +135,10 @@ class Runner:
             return False
         duration = time.perf_counter() - started
         for listener in self._listeners:
-            listener(families)
+            try:
+                listener(families)
+            except Exception as exc:  # a scrape renders what a listener could not
+                log.warning("rendering %s's families ahead of the scrape failed: %s", collector.name, describe(exc))
         with self._lock:
             self._generation += 1
             state = self._states[collector.name]

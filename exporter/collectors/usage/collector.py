@@ -129,12 +129,14 @@ class SourceState:
         return sum(len(d) for d in self.base) + sum(len(d) for d in self.window)
 
 
+# Per series (family, labels): the values published, one per measure.
+Published = dict[tuple[str, tuple[str, ...]], tuple[float, ...]]
 # Per family: the sums and aliases its families were built from, them, and what they published.
 _Built = tuple[
     tuple[Membership, dict[Group, list[float]], dict[Group, list[float]]],
     dict[str, Any] | None,
     list[Family],
-    dict[tuple[str, tuple[str, ...]], tuple[float, ...]],
+    Published,
 ]
 
 
@@ -156,7 +158,7 @@ class UsageCollector(Collector):
         self._resync_slot: int | None = None
         # While no transaction has committed since the last poll, every sum is what it was.
         self._commits = CommitWatch()
-        self._published: dict[tuple[str, tuple[str, ...]], tuple[float, ...]] = {}
+        self._published: Published = {}
         self._missing_logged: set[str] = set()
         self._key_meta: dict[str, tuple[str, str]] = {}
         self._team_alias: dict[str, str] = {}
@@ -356,7 +358,7 @@ class UsageCollector(Collector):
 
     def _families(self) -> list[Family]:
         families: list[Family] = []
-        published: dict[tuple[str, tuple[str, ...]], tuple[float, ...]] = {}
+        published: Published = {}
         for source in [USER_SOURCE, *ENTITY_SOURCES.values()]:
             state = self._states.get(source.table)
             if state is None:
@@ -415,13 +417,7 @@ class UsageCollector(Collector):
             "litellm_organization": self._org_alias,
         }.get(family)
 
-    def _view_families(
-        self,
-        state: SourceState,
-        index: int,
-        view: View,
-        published: dict[tuple[str, tuple[str, ...]], tuple[float, ...]],
-    ) -> list[Family]:
+    def _view_families(self, state: SourceState, index: int, view: View, published: Published) -> list[Family]:
         # The base is replaced only at a resync, so identity stands for it; the window and the
         # aliases are compared by value (a few thousand entries at most).
         sums = (state.memberships[index], state.base[index], state.window[index])
@@ -436,19 +432,14 @@ class UsageCollector(Collector):
         ):
             published.update(built[3])
             return built[2]
-        mine: dict[tuple[str, tuple[str, ...]], tuple[float, ...]] = {}
-        families = self._build_view_families(state, index, view, mine)
+        families, mine = self._build_view_families(state, index, view)
         published.update(mine)
         self._built[view.family] = (sums, dict(metadata) if isinstance(metadata, dict) else None, families, mine)
         return families
 
-    def _build_view_families(
-        self,
-        state: SourceState,
-        index: int,
-        view: View,
-        published: dict[tuple[str, tuple[str, ...]], tuple[float, ...]],
-    ) -> list[Family]:
+    def _build_view_families(self, state: SourceState, index: int, view: View) -> tuple[list[Family], Published]:
+        """The view's families, and the values they publish per series."""
+        published: Published = {}
         id_labels, describe = _ID_LABELS[view.family]
         labels = id_labels + tuple(_EXTRA_LABELS[e] for e in view.extras) + (OVERFLOW_LABEL,)
         digest = state.memberships[index].digest
@@ -489,4 +480,4 @@ class UsageCollector(Collector):
                     omit_empty=(OVERFLOW_LABEL,),
                 )
             )
-        return families
+        return families, published
