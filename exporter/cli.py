@@ -95,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ok, message
 
     _tune_interpreter()
+    # Before anything listens: a SIGTERM that came between the two would kill the process.
+    stop = stop_on_signals()
+    reload_requested = threading.Event()
+    signal.signal(signal.SIGHUP, lambda signum, frame: reload_requested.set())
     try:
         exporter = Exporter(config)
     except ConfigError as exc:  # the web config file changed since it was checked above
@@ -116,9 +120,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_RUNTIME
 
-    stop = stop_on_signals()
-    reload_requested = threading.Event()
-    signal.signal(signal.SIGHUP, lambda signum, frame: reload_requested.set())
     scheme = "https" if exporter.security.ssl_context else "http"
     log.info(
         "serving on %s://%s:%d/metrics, reading %s", scheme, config.web.host, exporter.port, exporter.db.display_dsn
