@@ -49,14 +49,15 @@ class Database:
 
     def __init__(self, config: DatabaseConfig) -> None:
         self._config = config
-        timeout_ms = max(1, round(config.statement_timeout * 1000))
-        # Startup options, not per-session SETs, so the limits hold on every connection the
-        # pool opens, including ones opened after the database comes back.
+        # Set inside every transaction, not as startup options or session settings: PgBouncer and
+        # RDS Proxy refuse startup options, and a pooler in transaction mode hands each
+        # transaction whichever server connection is free, so only a transaction's own settings
+        # are sure to be the ones its queries run under.
+        self._statement_timeout = f"{max(1, round(config.statement_timeout * 1000))}ms"
         conninfo = make_conninfo(
             config.dsn,
             application_name=APPLICATION_NAME,
             connect_timeout=max(1, round(config.connect_timeout)),
-            options=f"-c statement_timeout={timeout_ms} -c default_transaction_read_only=on",
         )
         self._pool = ConnectionPool(
             conninfo,
@@ -78,9 +79,13 @@ class Database:
             for name in ("text", "varchar", "bpchar", "name"):
                 conn.adapters.register_loader(name, _RawText)
             conn.adapters.register_dumper(str, _RawTextDumper)
+        # BEGIN ... READ ONLY on every transaction, which a pooler passes through.
         conn.read_only = True
         conn.isolation_level = IsolationLevel.REPEATABLE_READ
         conn.autocommit = False
+        # A prepared statement lives on one server connection; behind a pooler in transaction
+        # mode the next transaction may be on another, where it does not exist.
+        conn.prepare_threshold = None
 
     @property
     def display_dsn(self) -> str:
@@ -101,6 +106,7 @@ class Database:
     def snapshot(self) -> Iterator[psycopg.Connection]:
         """A read-only, repeatable-read transaction: every query inside sees one snapshot."""
         with self._pool.connection(timeout=self._config.connect_timeout) as conn, conn.transaction():
+            conn.execute("SELECT set_config('statement_timeout', %s, true)", (self._statement_timeout,))
             yield conn
 
 

@@ -16,6 +16,9 @@ class Reason(str, enum.Enum):
     STATEMENT_TIMEOUT = "statement_timeout"
     SCHEMA_MISMATCH = "schema_mismatch"
     PERMISSION_DENIED = "permission_denied"
+    # The server or a pooler in between broke the protocol (PgBouncer reports its own errors,
+    # such as query_wait_timeout, this way): not the same as a database that is down.
+    PROTOCOL_ERROR = "protocol_error"
     QUERY_ERROR = "query_error"
     INTERNAL = "internal"
 
@@ -33,6 +36,8 @@ def classify(exc: BaseException) -> Reason:
         return Reason.SCHEMA_MISMATCH
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
         return Reason.PERMISSION_DENIED
+    if isinstance(exc, psycopg.errors.ProtocolViolation):
+        return Reason.PROTOCOL_ERROR
     if isinstance(exc, (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed, psycopg.OperationalError)):
         return Reason.DATABASE_UNAVAILABLE
     if isinstance(exc, psycopg.Error):
