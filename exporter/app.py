@@ -73,6 +73,8 @@ class Exporter:
                 self.runner,
                 self.security,
                 reload if self.config.web.enable_lifecycle else None,
+                max_connections=self.config.web.max_connections,
+                request_timeout=self.config.web.request_timeout,
             )
         except OSError:
             self.db.close()

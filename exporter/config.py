@@ -52,6 +52,8 @@ class WebConfig:
     config_file: str | None
     # POST /-/reload, as Prometheus' --web.enable-lifecycle.
     enable_lifecycle: bool
+    max_connections: int
+    request_timeout: float
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,17 @@ ROOT = schema.section(
                     "TLS and basic auth, in the exporter-toolkit format (see [Security](#security))",
                 ),
                 "enable_lifecycle": Field(schema.boolean(), False, "accept `POST /-/reload`"),
+                "max_connections": Field(
+                    schema.integer(minimum=1, maximum=10000),
+                    1024,
+                    "connections held at once, idle ones included; past it new ones are refused",
+                ),
+                "request_timeout": Field(
+                    schema.duration(maximum=300),
+                    10.0,
+                    "a connection whose request (TLS handshake and head) has not arrived this long after"
+                    " it connected is closed",
+                ),
             }
         ),
         "collectors": _section(
@@ -368,7 +381,12 @@ def parse(document: Any) -> Config:
     return Config(
         database=DatabaseConfig(**database),
         web=WebConfig(
-            host=host, port=port, config_file=raw["web"]["config_file"], enable_lifecycle=raw["web"]["enable_lifecycle"]
+            host=host,
+            port=port,
+            config_file=raw["web"]["config_file"],
+            enable_lifecycle=raw["web"]["enable_lifecycle"],
+            max_connections=raw["web"]["max_connections"],
+            request_timeout=raw["web"]["request_timeout"],
         ),
         usage=UsageConfig(
             interval=usage["interval"],

@@ -63,7 +63,8 @@ BAD = [
     ),
     (
         {"database": {"dsn": DSN}, "web": {"port": 1}},
-        "web.port: unknown key (expected one of: config_file, enable_lifecycle, listen)",
+        "web.port: unknown key (expected one of: config_file, enable_lifecycle, listen, max_connections,"
+        " request_timeout)",
     ),
     (
         {"database": {"dsn": DSN}, "collectors": {"usage": {"interval": 0}}},

@@ -60,7 +60,6 @@ def test_the_server_enforces_the_statement_timeout_through_pgbouncer(pooled_dsn,
     assert failures == {frozenset({("collector", "usage"), ("reason", "statement_timeout")}): 1.0}
 
 
-
 def test_a_protocol_violation_is_its_own_failure_reason():
     from exporter.errors import Reason, classify
 

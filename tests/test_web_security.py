@@ -187,3 +187,57 @@ def test_missing_certificate_is_a_config_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"litellm-exporter: {web}: tls_server_config.cert_file: cannot load the certificate and key")
     assert err.count("\n") == 1
+
+
+@pytest.fixture
+def plain(litellm_dsn):
+    """The exporter over plain HTTP with a short request deadline and a small connection cap."""
+    port = free_port()
+    config = parse(
+        {
+            "database": {"dsn": litellm_dsn},
+            "web": {"listen": f"127.0.0.1:{port}", "request_timeout": "2s", "max_connections": 600},
+        }
+    ).with_overrides(poll_interval="0.5s")
+    exporter = Exporter(config)
+    exporter.start()
+    yield exporter, f"http://127.0.0.1:{port}"
+    exporter.stop()
+
+
+def test_idle_connections_cost_no_thread_and_scrapes_go_on(plain):
+    exporter, base = plain
+    host, port = base.removeprefix("http://").split(":")
+    threads_before = threading.active_count()
+    idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(500)]
+    try:
+        # A few clients send half a request and stop.
+        for sock in idle[:20]:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        for _ in range(20):
+            status, _, body = request(f"{base}/metrics", None)
+            assert status == 200 and "litellm_exporter_build_info" in body
+        assert time.monotonic() - started < 10
+        # 500 held connections, and the exporter runs no more threads than before them.
+        assert exporter._server is not None and exporter._server.held_connections >= 500
+        assert threading.active_count() <= threads_before + 8  # at most the worker pool
+        # The cap: past 600 held connections, new ones are closed at once.
+        extra = [socket.create_connection((host, int(port)), timeout=5) for _ in range(120)]
+        try:
+            refused = extra[-1]
+            refused.settimeout(1.0)  # well before the deadline would close it
+            assert refused.recv(1) == b""  # closed without a word
+        finally:
+            for sock in extra:
+                sock.close()
+        # The deadline: two seconds on, the server has closed every idle connection.
+        time.sleep(2.5)
+        for sock in idle[:5] + idle[-5:]:
+            sock.settimeout(5)
+            assert sock.recv(1) == b""
+        assert exporter._server.held_connections == 0
+        assert request(f"{base}/metrics", None)[0] == 200
+    finally:
+        for sock in idle:
+            sock.close()
