@@ -16,6 +16,9 @@ from psycopg_pool import ConnectionPool
 from .config import DatabaseConfig
 
 APPLICATION_NAME = "litellm-exporter"
+# Seconds the pool keeps retrying a connection, its delays doubling from one: capped so that no
+# retry is scheduled far in the future while the database is away.
+_RECONNECT_CAP = 2.0
 
 log = logging.getLogger(__name__)
 # The pool logs every failed connection attempt, over several lines; the runner logs one
@@ -54,7 +57,7 @@ class Database:
         # transaction whichever server connection is free, so only a transaction's own settings
         # are sure to be the ones its queries run under.
         self._statement_timeout = f"{max(1, round(config.statement_timeout * 1000))}ms"
-        conninfo = make_conninfo(
+        self._conninfo = conninfo = make_conninfo(
             config.dsn,
             application_name=APPLICATION_NAME,
             connect_timeout=max(1, round(config.connect_timeout)),
@@ -68,6 +71,9 @@ class Database:
             timeout=config.connect_timeout,
             configure=self._configure,
             check=ConnectionPool.check_connection,
+            # The pool's own reconnection backs off exponentially up to this long, then gives up
+            # until a collector asks again; the runner's watcher finds a database that came back.
+            reconnect_timeout=_RECONNECT_CAP,
         )
 
     @staticmethod
@@ -94,6 +100,20 @@ class Database:
     @property
     def pool(self) -> ConnectionPool:
         return self._pool
+
+    def answers(self) -> bool:
+        """Whether a new connection to the database can be made now: the cheap check the runner's
+        watcher makes while the database is away, outside the pool."""
+        try:
+            with psycopg.connect(self._conninfo, autocommit=True) as conn:
+                conn.execute("SELECT 1")
+            return True
+        except psycopg.Error:
+            return False
+
+    def refresh(self) -> None:
+        """Drop the pool's connections that died while the database was away, and open new ones."""
+        self._pool.check()
 
     def open(self, *, wait: bool) -> None:
         """Open the pool; with ``wait``, fail unless a connection can be made now."""

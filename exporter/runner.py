@@ -56,6 +56,11 @@ class Runner:
         self._states = {c.name: _State() for c in self._collectors}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        # Set to make a collector poll now rather than at the end of its interval.
+        self._wake = {c.name: threading.Event() for c in self._collectors}
+        # Set while the database does not answer: the watcher then looks for it on a short,
+        # fixed schedule, and wakes every collector the moment it answers.
+        self._database_down = threading.Event()
         self._threads: list[threading.Thread] = []
         self._generation = 0
         # Held through a poll, so that a reload never changes a collector halfway through one.
@@ -76,6 +81,9 @@ class Runner:
             self._generation += 1
 
     def start(self) -> None:
+        watcher = threading.Thread(target=self._watch_database, name="database-watch", daemon=True)
+        watcher.start()
+        self._threads.append(watcher)
         for collector in self._collectors:
             thread = threading.Thread(
                 target=self._loop, args=(collector,), name=f"collector-{collector.name}", daemon=True
@@ -85,17 +93,39 @@ class Runner:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._database_down.set()  # so that the watcher sees the stop
+        for wake in self._wake.values():
+            wake.set()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     def _loop(self, collector: Collector) -> None:
+        wake = self._wake[collector.name]
         while not self._stop.is_set():
             started = time.monotonic()
+            wake.clear()
             if collector.enabled:
                 self.poll_once(collector)
             elapsed = time.monotonic() - started
-            self._stop.wait(max(0.0, collector.interval - elapsed))
+            wake.wait(max(0.0, collector.interval - elapsed))
+
+    # How often the watcher tries to reach a database that does not answer.
+    WATCH_INTERVAL = 0.5
+
+    def _watch_database(self) -> None:
+        while not self._stop.is_set():
+            self._database_down.wait()
+            if self._stop.is_set():
+                return
+            if self._db.answers():
+                log.info("the database answers: polling every collector now")
+                self._database_down.clear()
+                self._db.refresh()
+                for wake in self._wake.values():
+                    wake.set()
+            # Never more often than this, even when polls keep failing while it answers.
+            self._stop.wait(self.WATCH_INTERVAL)
 
     def reconfigure(self, config: Config) -> None:
         for collector in self._collectors:
@@ -123,6 +153,8 @@ class Runner:
                 state.duration = duration
                 reason = classify(exc)
                 state.failures[reason] += 1
+                if reason is Reason.DATABASE_UNAVAILABLE:
+                    self._database_down.set()
                 if replacement is not None:
                     # What a collector reports about its own failure is current, never stale.
                     state.families = tuple(replacement)

@@ -189,3 +189,35 @@ def test_starts_with_the_database_down_then_recovers(proxied_dsn, tcp_proxy, wri
         assert mismatches(conn, scrape(exporter)) == []
     finally:
         exporter.stop()
+
+
+def test_polls_resume_within_two_seconds_of_a_long_outage(proxied_dsn, tcp_proxy, writer, rng, world, clock, conn):
+    load_history(writer, rng, world, clock, days=2)
+    # The shipped intervals (15s and 30s), and the pool's own timeouts.
+    config = parse({"database": {"dsn": proxied_dsn}, "web": {"listen": f"127.0.0.1:{free_port()}"}})
+    exporter = Exporter(config, clock=clock)
+    exporter.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not exporter.runner.ready():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        # Long enough that a reconnection backoff doubling from one second would have grown past
+        # every interval: 1 + 2 + 4 + 8 + 16 seconds, and the next try 32 seconds on.
+        tcp_proxy.set_mode("down")
+        time.sleep(35)
+        assert scrape(exporter)["litellm_db_up"] == {frozenset(): 0.0}
+        tcp_proxy.set_mode("up")
+        back = time.time()
+        deadline = time.monotonic() + 10
+        while True:
+            stamps = scrape(exporter)["litellm_exporter_collector_last_success_timestamp_seconds"]
+            latest = {dict(labels)["collector"]: value for labels, value in stamps.items()}
+            if all(latest[name] > back for name in ("database", "usage", "budgets", "latency")):
+                break
+            assert time.monotonic() < deadline, f"not every collector polled again: {latest}, back at {back}"
+            time.sleep(0.05)
+        assert max(latest.values()) - back < 2.0, latest
+        assert scrape(exporter)["litellm_db_up"] == {frozenset(): 1.0}
+    finally:
+        exporter.stop()
