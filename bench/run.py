@@ -14,16 +14,13 @@ writes. Results go to stdout and to bench/results/latest.md.
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import re
-import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -42,6 +39,7 @@ from traffic import BUSY, REALISTIC, Shape, create_entities, daily_rows, write_r
 from exporter.app import Exporter  # noqa: E402
 from exporter.config import parse  # noqa: E402
 from exporter.demo.schema import apply_migrations  # noqa: E402
+from exporter.demo.scratch import LocalCluster  # noqa: E402
 
 ROLE = "litellm_exporter_bench"
 
@@ -52,52 +50,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class Cluster:
-    """A PostgreSQL cluster in a temporary directory, run as the postgres user when we are root."""
+class Cluster(LocalCluster):
+    """The benchmark's own cluster: pg_stat_statements and auto_explain preloaded, fsync off."""
 
-    def __init__(self, bindir: Path) -> None:
-        self.bindir = bindir
-        self.dir = Path(tempfile.mkdtemp(prefix="litellm-exporter-bench-"))
-        self.data = self.dir / "data"
-        self.log = self.dir / "postgres.log"
-        self.port = free_port()
-        if os.geteuid() == 0:
-            shutil.chown(self.dir, "postgres", "postgres")
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        with (self.data / "postgresql.conf").open("a") as conf:
-            conf.write(
-                f"port = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{self.dir}'\n"
-                "shared_preload_libraries = 'pg_stat_statements,auto_explain'\n"
-                "pg_stat_statements.track = all\npg_stat_statements.track_planning = on\n"
-                "auto_explain.log_min_duration = -1\nshared_buffers = 512MB\nmax_wal_size = 4GB\n"
-                "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
-            )
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "start")
-        self.admin = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+    def __init__(self, bindir: Path | None) -> None:
+        super().__init__(
+            "shared_preload_libraries = 'pg_stat_statements,auto_explain'\n"
+            "pg_stat_statements.track = all\npg_stat_statements.track_planning = on\n"
+            "auto_explain.log_min_duration = -1\nshared_buffers = 512MB\nmax_wal_size = 4GB\n"
+            "fsync = off\nsynchronous_commit = off\nfull_page_writes = off",
+            bindir=bindir,
+        )
         with psycopg.connect(self.admin, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-
-    def _run(self, tool: str, *args: str) -> None:
-        command = [str(self.bindir / tool), *args]
-        if os.geteuid() == 0:
-            command = ["runuser", "-u", "postgres", "--", *command]
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def find_bindir(explicit: str | None) -> Path:
-    if explicit:
-        return Path(explicit)
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name))
-    if not candidates:
-        raise SystemExit("bench: no PostgreSQL server binaries found; pass --pg-bin")
-    return Path(candidates[-1])
 
 
 def exporter_config(dsn: str, **collectors: object):
@@ -398,7 +363,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="steady state measured for the busy deployment")
     parser.add_argument("--pg-bin", help="directory of the PostgreSQL server binaries")
     args = parser.parse_args()
-    cluster = Cluster(find_bindir(args.pg_bin))
+    cluster = Cluster(Path(args.pg_bin) if args.pg_bin else None)
     with psycopg.connect(cluster.admin) as conn:
         server = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
     sizes, busy = [], None

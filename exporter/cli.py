@@ -108,9 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         exporter.start(reload=reload)
     except psycopg_pool.PoolTimeout:
+        cause = exporter.db.unreachable() or f"no connection within {config.database.connect_timeout:g}s"
         print(
-            f"litellm-exporter: database.is_required is true and the database at {exporter.db.display_dsn} "
-            f"did not answer within {config.database.connect_timeout:g}s",
+            f"litellm-exporter: database.is_required is true and the database at {exporter.db.display_dsn}"
+            f" cannot be reached: {cause}",
             file=sys.stderr,
         )
         return EXIT_RUNTIME

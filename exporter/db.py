@@ -101,15 +101,16 @@ class Database:
     def pool(self) -> ConnectionPool:
         return self._pool
 
-    def answers(self) -> bool:
-        """Whether a new connection to the database can be made now: the cheap check the runner's
-        watcher makes while the database is away, outside the pool."""
+    def unreachable(self) -> str | None:
+        """Why a new connection to the database cannot be made now, in a few words; None when it
+        can. The cheap check the runner's watcher makes while the database is away, outside the
+        pool, whose own errors say only that it waited."""
         try:
             with psycopg.connect(self._conninfo, autocommit=True) as conn:
                 conn.execute("SELECT 1")
-            return True
-        except psycopg.Error:
-            return False
+            return None
+        except psycopg.Error as exc:
+            return connection_problem(exc, self._conninfo)
 
     def refresh(self) -> None:
         """Drop the pool's connections that died while the database was away, and open new ones."""
@@ -128,6 +129,36 @@ class Database:
         with self._pool.connection(timeout=self._config.connect_timeout) as conn, conn.transaction():
             conn.execute("SELECT set_config('statement_timeout', %s, true)", (self._statement_timeout,))
             yield conn
+
+
+def connection_problem(exc: BaseException, conninfo: str) -> str:
+    """Why a connection attempt failed, from libpq's message, in a few words for one line."""
+    params = conninfo_to_dict(conninfo)
+    host, port = params.get("host") or "localhost", params.get("port") or 5432
+    user, dbname = params.get("user") or "(default)", params.get("dbname") or "(default)"
+    text = " ".join(str(exc).split())
+    detail = text.rsplit(" failed: ", 1)[-1]
+    lowered = text.lower()
+    found: str
+    if "resolve host" in lowered or "could not translate host name" in lowered:
+        found = f"the host name {host} could not be resolved"
+    elif "connection refused" in lowered:
+        found = f"connection refused by {host}:{port} (nothing listens there: is PostgreSQL, or the pooler, up?)"
+    elif "password authentication failed" in lowered or "no password supplied" in lowered:
+        found = f'authentication failed for role "{user}": {detail}'
+    elif "role" in lowered and "does not exist" in lowered:
+        found = f'authentication failed: role "{user}" does not exist'
+    elif "database" in lowered and "does not exist" in lowered:
+        found = f'the database "{dbname}" does not exist on {host}:{port}'
+    elif any(t in lowered for t in ("too many clients", "too many connections", "connection slots are reserved")):
+        found = f"{host}:{port} has too many clients already (max_connections): {detail}"
+    elif "ssl" in lowered:
+        found = f"TLS: {detail} (set sslmode in the DSN to what the server requires)"
+    elif "timeout" in lowered or "timed out" in lowered:
+        found = f"{host}:{port} did not answer in time"
+    else:
+        found = detail
+    return found
 
 
 class CommitWatch:

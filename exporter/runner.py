@@ -61,6 +61,7 @@ class Runner:
         # Set while the database does not answer: the watcher then looks for it on a short,
         # fixed schedule, and wakes every collector the moment it answers.
         self._database_down = threading.Event()
+        self._database_problem: str | None = None
         self._threads: list[threading.Thread] = []
         self._generation = 0
         # Held through a poll, so that a reload never changes a collector halfway through one.
@@ -118,7 +119,12 @@ class Runner:
             self._database_down.wait()
             if self._stop.is_set():
                 return
-            if self._db.answers():
+            cause = self._db.unreachable()
+            if cause != self._database_problem:
+                self._database_problem = cause
+                if cause is not None:
+                    log.warning("cannot connect to %s: %s", self._db.display_dsn, cause)
+            if cause is None:
                 log.info("the database answers: polling every collector now")
                 self._database_down.clear()
                 self._db.refresh()
@@ -163,7 +169,12 @@ class Runner:
                 changed = reason != state.failing_reason
                 state.failing_reason = reason
             if changed:
-                log.warning("collector %s failed: %s", collector.name, describe(exc))
+                detail = describe(exc)
+                if reason is Reason.DATABASE_UNAVAILABLE:
+                    # The pool says only that it waited; a connection attempt says why.
+                    cause = self._db.unreachable()
+                    detail = f"{reason.value}: cannot connect to {self._db.display_dsn}: {cause}" if cause else detail
+                log.warning("collector %s failed: %s", collector.name, detail)
             return False
         duration = time.perf_counter() - started
         for listener in self._listeners:
@@ -191,6 +202,10 @@ class Runner:
         enabled = {c.name for c in self.collectors}
         with self._lock:
             return all(self._states[name].last_success is not None for name in enabled)
+
+    def problems(self) -> list[str]:
+        """What the collectors found wrong with the database, one sentence each."""
+        return [p for p in (c.problem for c in self.collectors) if p]
 
     def snapshot_key(self) -> tuple[int, tuple[str, ...]]:
         """Changes whenever what families() returns may have: a poll, or gauges going stale."""

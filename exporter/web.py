@@ -112,7 +112,10 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/healthz":
             self._send(200, _TEXT, b"ok\n", send_body)
         elif path == "/ready":
-            if self.server.runner.ready():
+            problems = self.server.runner.problems()
+            if problems:
+                self._send(503, _TEXT, "".join(f"{p}\n" for p in problems).encode(), send_body)
+            elif self.server.runner.ready():
                 self._send(200, _TEXT, b"ready\n", send_body)
             else:
                 self._send(503, _TEXT, b"waiting for the first poll of every collector\n", send_body)

@@ -7,6 +7,7 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
 import yaml
 
 from exporter.demo.traffic import Request
@@ -24,21 +25,40 @@ def run(*command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
 
-def test_promtool_checks_the_rules():
-    result = run(require("promtool", "prometheus"), "check", "rules", str(RULES))
+# Each rules file, its promtool unit tests, and how many rules it holds.
+RULE_FILES = [
+    (RULES, RULE_TESTS, 8),
+    (
+        REPO / "prometheus" / "rules" / "litellm-database.rules.yml",
+        REPO / "prometheus" / "tests" / "litellm-database.test.yml",
+        1,
+    ),
+]
+BY_NAME = pytest.mark.parametrize(("rules", "tests", "count"), RULE_FILES, ids=[r.name for r, _, _ in RULE_FILES])
+
+
+def test_every_rules_file_has_its_unit_tests():
+    assert {r.name for r, _, _ in RULE_FILES} == {p.name for p in (REPO / "prometheus" / "rules").glob("*.yml")}
+
+
+@BY_NAME
+def test_promtool_checks_the_rules(rules, tests, count):
+    result = run(require("promtool", "prometheus"), "check", "rules", str(rules))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 8 rules found" in result.stdout
+    assert f"SUCCESS: {count} rules found" in result.stdout
 
 
-def test_promtool_unit_tests_pass():
-    result = run(require("promtool", "prometheus"), "test", "rules", str(RULE_TESTS))
+@BY_NAME
+def test_promtool_unit_tests_pass(rules, tests, count):
+    result = run(require("promtool", "prometheus"), "test", "rules", str(tests))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
 
-def test_every_alert_has_a_firing_and_a_quiet_case():
-    alerts = {rule["alert"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]}
-    cases = [case for test in yaml.safe_load(RULE_TESTS.read_text())["tests"] for case in test["alert_rule_test"]]
+@BY_NAME
+def test_every_alert_has_a_firing_and_a_quiet_case(rules, tests, count):
+    alerts = {rule["alert"] for group in yaml.safe_load(rules.read_text())["groups"] for rule in group["rules"]}
+    cases = [case for test in yaml.safe_load(tests.read_text())["tests"] for case in test["alert_rule_test"]]
     firing = {case["alertname"] for case in cases if case.get("exp_alerts")}
     quiet = {case["alertname"] for case in cases if not case.get("exp_alerts")}
     assert firing == alerts

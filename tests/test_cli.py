@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.request
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from exporter.demo.traffic import random_requests
 
@@ -108,3 +110,53 @@ def test_refuses_to_start_when_the_database_is_required_and_unreachable(running)
     assert err.count("\n") == 1
     assert err.startswith("litellm-exporter: database.is_required is true and the database at ")
     assert "pw@" not in err and "password=***" in err
+
+
+@pytest.fixture
+def full_role(conn):
+    """A role that may log in but has no connection left: the server answers "too many"."""
+    name = f"litellm_exporter_full_{uuid.uuid4().hex[:8]}"
+    conn.execute(f"CREATE ROLE {name} LOGIN CONNECTION LIMIT 0")
+    yield name
+    conn.execute(f"DROP ROLE {name}")
+
+
+@pytest.mark.parametrize(
+    ("change", "cause"),
+    [
+        ({"port": "refused"}, "connection refused by 127.0.0.1:{port} (nothing listens there"),
+        ({"user": "no_such_role_here"}, 'authentication failed: role "no_such_role_here" does not exist'),
+        ({"dbname": "no_such_database_here"}, 'the database "no_such_database_here" does not exist on'),
+        ({"user": "full"}, "has too many clients already (max_connections)"),
+        ({"sslmode": "require"}, "TLS: server does not support SSL, but SSL was required"),
+        ({"host": "no-such-host.invalid"}, "the host name no-such-host.invalid could not be resolved"),
+    ],
+    ids=["refused", "role", "database", "too-many", "tls", "name"],
+)
+def test_a_connection_error_says_what_happened(running, litellm_dsn, full_role, change, cause):
+    params = conninfo_to_dict(litellm_dsn)
+    port = free_port()
+    if change.get("port") == "refused":
+        change = {"port": str(port)}
+    if change.get("user") == "full":
+        change = {"user": full_role}
+    dsn = make_conninfo(**{**params, **change})
+    exporter = running(dsn, is_required=True)
+    assert exporter.process.wait(timeout=30) == 1
+    err = exporter.stderr()
+    assert err.count("\n") == 1, err
+    assert err.startswith("litellm-exporter: database.is_required is true and the database at "), err
+    assert cause.format(port=port) in err, err
+
+
+def test_the_log_says_why_once_while_the_exporter_retries(running):
+    port = free_port()  # nothing listens there
+    exporter = running(f"postgresql://litellm:pw@127.0.0.1:{port}/litellm")
+    exporter.wait_for("/healthz", 200)
+    time.sleep(3)  # ten polls of every collector, and the watcher's tries
+    assert exporter.stop() == 0
+    lines = [line for line in exporter.stderr().splitlines() if "connection refused by" in line]
+    # One line from the watcher, and one per collector as it starts failing: never one per poll.
+    assert lines and len(lines) <= 1 + 4, lines
+    assert all(f"connection refused by 127.0.0.1:{port}" in line for line in lines)
+    assert "Traceback" not in exporter.stderr()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 from datetime import timedelta
 
 from exporter.demo.traffic import random_requests
@@ -81,3 +83,35 @@ def test_estimates_cover_a_partitioned_spend_log_table(make_exporter, conn):
         """SELECT extract(epoch FROM max("startTime"))::float8 FROM "LiteLLM_SpendLogs\""""
     ).fetchone()[0]
     assert value(s, "litellm_spend_logs_latest_timestamp_seconds") == newest
+
+
+def test_a_database_without_litellm_tables_is_named_and_ready_says_so(admin_dsn):
+    from exporter.app import Exporter
+    from exporter.config import parse
+
+    from .support import pg
+    from .support.process import free_port
+
+    name = pg.unique_name("litellm_exporter_empty")
+    dsn = pg.create_database(admin_dsn, name)
+    try:
+        config = parse({"database": {"dsn": dsn}, "web": {"listen": f"127.0.0.1:{free_port()}"}})
+        exporter = Exporter(config)
+        exporter.start()
+        try:
+            database = next(c for c in exporter.runner.collectors if c.name == "database")
+            assert exporter.runner.poll_once(database)
+            with urllib.request.urlopen(f"http://127.0.0.1:{exporter.port}/ready", timeout=5) as response:
+                raise AssertionError(f"/ready answered {response.status}")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503
+            body = exc.read().decode()
+            assert body == (
+                f'the database "{name}" has none of LiteLLM\'s tables (LiteLLM_SpendLogs, LiteLLM_VerificationToken,'
+                " LiteLLM_UserTable, LiteLLM_TeamTable): it is not the database the LiteLLM proxy uses, or"
+                " LiteLLM's migrations have not been applied to it\n"
+            )
+        finally:
+            exporter.stop()
+    finally:
+        pg.drop_database(admin_dsn, name)

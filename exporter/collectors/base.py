@@ -20,6 +20,11 @@ class Collector(ABC):
     interval: float
 
     @property
+    def problem(self) -> str | None:
+        """Something about the database a user must fix, in one sentence, for /ready to say."""
+        return None
+
+    @property
     def enabled(self) -> bool:
         """A disabled collector is not polled and reports nothing."""
         return True

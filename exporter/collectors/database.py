@@ -8,6 +8,7 @@ PostgreSQL's estimate (``pg_class.reltuples``), never ``count(*)``, and the newe
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -19,6 +20,11 @@ from ..config import Config, DatabaseProbeConfig
 from ..db import Database
 from ..families import Family, build, gauge
 from .base import Collector
+
+log = logging.getLogger(__name__)
+
+# Tables every LiteLLM database has had since its first schema: none of them, not LiteLLM's.
+LITELLM_TABLES = ("LiteLLM_SpendLogs", "LiteLLM_VerificationToken", "LiteLLM_UserTable", "LiteLLM_TeamTable")
 
 _UP_HELP = "Whether the exporter's last probe of the LiteLLM database succeeded (1) or not (0)."
 
@@ -41,17 +47,32 @@ class DatabaseCollector(Collector):
 
     def __init__(self, config: DatabaseProbeConfig) -> None:
         self.interval = config.interval
+        self._problem: str | None = None
 
     def reconfigure(self, config: Config) -> None:
         self.interval = config.database_probe.interval
+
+    @property
+    def problem(self) -> str | None:
+        return self._problem
 
     def poll(self, db: Database) -> list[Family]:
         with db.snapshot() as conn:
             started = time.perf_counter()
             conn.execute("SELECT 1").fetchone()
             latency = time.perf_counter() - started
-            version, size = _one(
-                conn, sql.SQL("SELECT current_setting('server_version'), pg_database_size(current_database())::float8")
+            version, size, name, in_recovery, lag = _one(
+                conn,
+                sql.SQL(
+                    "SELECT current_setting('server_version'), pg_database_size(current_database())::float8,"
+                    " current_database(), pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN"
+                    " extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END"
+                ),
+            )
+            (found,) = _one(
+                conn,
+                sql.SQL("SELECT bool_or(to_regclass(quote_ident(t)) IS NOT NULL) FROM unnest(%(t)s::text[]) t"),
+                {"t": list(LITELLM_TABLES)},
             )
             rows, table_bytes = _one(conn, sql.SQL(_SPEND_LOGS_SIZE), {"t": f'"{SPEND_LOGS}"'})
             latest = None
@@ -62,11 +83,31 @@ class DatabaseCollector(Collector):
                         sql.Identifier(SPEND_LOGS)
                     ),
                 )
+        problem = None
+        if not found:
+            problem = (
+                f'the database "{name}" has none of LiteLLM\'s tables ({", ".join(LITELLM_TABLES)}): it is not'
+                " the database the LiteLLM proxy uses, or LiteLLM's migrations have not been applied to it"
+            )
+        if problem != self._problem and problem is not None:
+            log.warning("%s", problem)
+        self._problem = problem
         families = [
             gauge("litellm_db_up", _UP_HELP, 1.0),
             gauge("litellm_db_probe_duration_seconds", "How long a trivial query took on the last probe.", latency),
             gauge("litellm_db_info", "The database server's version; always 1.", 1.0, version=version),
             gauge("litellm_db_size_bytes", "The LiteLLM database's size on disk.", size),
+            gauge(
+                "litellm_db_in_recovery",
+                "Whether the exporter reads a standby (1: a read replica in recovery) or a primary (0).",
+                1.0 if in_recovery else 0.0,
+            ),
+            _optional(
+                "litellm_db_replication_lag_seconds",
+                "On a standby, the time since the last transaction it replayed was committed on the primary:"
+                " what the counters lag behind by. No sample on a primary.",
+                lag,
+            ),
             _optional(
                 "litellm_spend_logs_estimated_rows",
                 "PostgreSQL's estimate of the rows in LiteLLM_SpendLogs (all partitions), from pg_class.",
@@ -90,7 +131,7 @@ class DatabaseCollector(Collector):
 
 
 def _one(
-    conn: psycopg.Connection[Any], query: sql.SQL | sql.Composed, params: dict[str, str] | None = None
+    conn: psycopg.Connection[Any], query: sql.SQL | sql.Composed, params: dict[str, object] | None = None
 ) -> tuple[Any, ...]:
     """The one row an aggregate query returns."""
     row = conn.execute(query, params).fetchone()
