@@ -10,11 +10,10 @@ import psycopg
 import pytest
 
 from exporter.config import parse
-from exporter.demo.traffic import random_requests
 
 from .support.exporters import poll, scrape
 from .support.ground_truth import mismatches
-from .support.history import load_history
+from .support.history import flush_recent, load_history
 from .support.pgbouncer import pgbouncer
 from .test_failures import activity, wait_for_activity
 
@@ -32,8 +31,7 @@ def test_counters_are_exact_through_pgbouncer(pooled_dsn, make_exporter, writer,
     # for on another server connection in transaction mode.
     for _ in range(8):
         clock.advance(seconds=15)
-        writer.record(*random_requests(rng, world, 20, clock.now - timedelta(minutes=2), clock.now))
-        writer.flush(clock.now)
+        flush_recent(writer, rng, world, clock, 20, timedelta(minutes=2))
         poll(exporter)
         assert mismatches(conn, scrape(exporter)) == []
     with exporter.db.snapshot() as pooled, pytest.raises(psycopg.errors.ReadOnlySqlTransaction):

@@ -14,7 +14,7 @@ from exporter.demo.writer import Entities, SpendWriter
 
 from .support.exporters import make_config, poll, scrape
 from .support.ground_truth import mismatches
-from .support.history import load_history
+from .support.history import flush_recent, load_history
 
 
 def test_counters_equal_database_after_history_load(make_exporter, writer, rng, world, clock, conn):
@@ -101,8 +101,7 @@ def test_counters_exact_across_utc_midnight(make_exporter, writer, rng, world, c
     # Two days on, the 20th has left the window: its rows move into the base, unchanged.
     for _ in range(3):
         clock.advance(days=1)
-        writer.record(*random_requests(rng, world, 20, clock.now - timedelta(hours=2), clock.now))
-        writer.flush(clock.now)
+        flush_recent(writer, rng, world, clock, 20, timedelta(hours=2))
         poll(exporter)
         assert mismatches(conn, scrape(exporter)) == []
 

@@ -19,3 +19,11 @@ def load_history(writer: SpendWriter, rng: random.Random, world: World, clock: F
     for i in range(0, len(requests), 50):
         writer.record(*requests[i : i + 50])
         writer.flush(requests[min(i + 49, len(requests) - 1)].start_time)
+
+
+def flush_recent(
+    writer: SpendWriter, rng: random.Random, world: World, clock: FakeClock, count: int, since: timedelta
+) -> None:
+    """One proxy flush, at the clock's now, of ``count`` requests that started within ``since``."""
+    writer.record(*random_requests(rng, world, count, clock.now - since, clock.now))
+    writer.flush(clock.now)
