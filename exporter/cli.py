@@ -138,13 +138,14 @@ def _tune_interpreter() -> None:
     """Keep scrapes quick while a poll's Python work runs on another thread.
 
     A poll allocates tens of thousands of small tuples; with the default thresholds the garbage
-    collector runs full passes every few polls, each holding the interpreter for tens of
-    milliseconds. Nothing here builds reference cycles in bulk, so collect far less often, and
-    never scan what start-up loaded. And hand the interpreter to a waiting thread (a scrape)
-    after 1 ms rather than 5."""
+    collector runs full passes every few polls, each holding the interpreter for 50 to 90 ms. The
+    exporter's data holds no reference cycles, and what does (a failed poll's traceback) dies
+    young, in the first two generations, which still run; so the young generation is collected
+    far less often, the oldest in effect never, and what start-up loaded is never scanned. And a
+    waiting thread (a scrape) gets the interpreter after 1 ms rather than 5."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
+    gc.set_threshold(100_000, 50, 1_000_000)
     sys.setswitchinterval(0.001)
 
 
