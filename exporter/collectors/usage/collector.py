@@ -13,7 +13,8 @@ keep a poll's cost independent of the history, every table is split at a window 
 Both sums are grouped in SQL by the labels the families publish, so memory and CPU follow
 the series served, not the rows read. A resync, aligned to the wall clock so that replicas do
 it together, also decides which entities each capped family shows: the top ``max_series``
-by all-time spend, ties by id; the rest are summed into one ``__other__`` entity.
+by all-time spend, ties by id; the rest are summed into one ``__other__`` entity. A poll that
+finds nothing committed since the last (``db.CommitWatch``) reads no table at all.
 
 Where this LiteLLM has no daily table for an entity (or one without request counts), or the
 configuration asks for it, the same split is applied to LiteLLM_SpendLogs, cut on
