@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Generic, TypeVar
 
 import psycopg
 from psycopg import IsolationLevel
@@ -14,6 +15,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
 from .config import DatabaseConfig
+
+T = TypeVar("T")
 
 APPLICATION_NAME = "litellm-exporter"
 # Seconds the pool keeps retrying a connection, its delays doubling from one: capped so that no
@@ -161,8 +164,9 @@ def connection_problem(exc: BaseException, conninfo: str) -> str:
     return found
 
 
-class CommitWatch:
-    """Tells a collector whether any transaction has committed since its last successful poll.
+class CommitWatch(Generic[T]):
+    """Tells a collector whether any transaction has committed since its last successful poll,
+    and keeps what that poll computed.
 
     Two snapshots with the same ``txid_current_snapshot()`` (the same next transaction id and the
     same transactions in progress) see exactly the same rows in every table, so a poll that finds
@@ -172,6 +176,7 @@ class CommitWatch:
     def __init__(self) -> None:
         self._last: str | None = None
         self._current: str | None = None
+        self.result: T | None = None
 
     def unchanged(self, conn: psycopg.Connection) -> bool:
         """Call first in the transaction, so that it describes the snapshot the poll reads."""
@@ -179,9 +184,10 @@ class CommitWatch:
         self._current = row[0] if row else None
         return self._current is not None and self._current == self._last
 
-    def polled(self) -> None:
-        """The poll that called ``unchanged`` succeeded: remember what it read."""
+    def polled(self, result: T | None = None) -> None:
+        """The poll that called ``unchanged`` succeeded: remember what it read, and ``result``."""
         self._last = self._current
+        self.result = result
 
     def forget(self) -> None:
         """Make the next poll read everything again (a reload changed what is read)."""

@@ -19,8 +19,6 @@ from prometheus_client.registry import Collector as RegistryCollector
 from .render import FamilyRenderer
 from .runner import Runner
 
-_EOF = b"# EOF\n"
-
 
 class SnapshotCollector(RegistryCollector):
     """Builds fresh metric families from the latest snapshots on every collect()."""
@@ -49,7 +47,6 @@ class Exposition:
         self._runner = runner
         snapshot = SnapshotCollector(runner)
         process = (ProcessCollector(registry=None), PlatformCollector(registry=None))
-        self._snapshot = _registry(snapshot)
         self._process = _registry(*process)
         # Everything in one registry, for callers that want prometheus-client's own functions.
         self.registry = _registry(snapshot, *process)

@@ -221,8 +221,7 @@ class BudgetsCollector(Collector):
         self._config = config
         self.interval = config.interval
         self._caps = caps or CapReport()
-        self._commits = CommitWatch()
-        self._last: list[Family] | None = None
+        self._commits: CommitWatch[list[Family]] = CommitWatch()
 
     def reconfigure(self, config: Config) -> None:
         self._config = config.budgets
@@ -233,8 +232,8 @@ class BudgetsCollector(Collector):
     def poll(self, db: Database) -> list[Family]:
         families: list[Family] = []
         with db.snapshot() as conn:
-            if self._commits.unchanged(conn) and self._last is not None:
-                return self._last  # nothing committed since: every gauge is what it was
+            if self._commits.unchanged(conn) and self._commits.result is not None:
+                return self._commits.result  # nothing committed since: every gauge is what it was
             found = catalog.columns(conn, [spec.table for spec in SPECS] + [BUDGET_TABLE])
             for declared in SPECS:
                 entity = self._config.entities[declared.entity]
@@ -248,8 +247,7 @@ class BudgetsCollector(Collector):
                     total = found_rows[0][-1] if found_rows else 0
                     self._caps.over_cap(f"litellm_{spec.entity}_budget", total - len(found_rows))
                     families += _families(spec, rows)
-        self._commits.polled()
-        self._last = families
+        self._commits.polled(families)
         return families
 
 

@@ -76,8 +76,7 @@ class LatencyCollector(Collector):
         self._durations = _Buckets(config.buckets)
         self._ttft = _Buckets(config.ttft_buckets)
         self._seen: dict[str, float] = {}
-        self._commits = CommitWatch()
-        self._last: list[Family] | None = None
+        self._commits: CommitWatch[list[Family]] = CommitWatch()
 
     @property
     def enabled(self) -> bool:
@@ -96,8 +95,8 @@ class LatencyCollector(Collector):
     def poll(self, db: Database) -> list[Family]:
         lower = self._clock().astimezone(timezone.utc) - timedelta(seconds=self._config.late_margin)
         with db.snapshot() as conn:
-            if self._commits.unchanged(conn) and self._last is not None:
-                return self._last  # no new rows can have landed
+            if self._commits.unchanged(conn) and self._commits.result is not None:
+                return self._commits.result  # no new rows can have landed
             columns = catalog.columns(conn, [SPEND_LOGS]).get(SPEND_LOGS)
             if columns is None:
                 raise SchemaMismatch(f"table {SPEND_LOGS} not found")
@@ -115,8 +114,7 @@ class LatencyCollector(Collector):
                 self._ttft.observe(model_group, max(0.0, ttft))
         cutoff = lower.timestamp()
         self._seen = {rid: started for rid, started in self._seen.items() if started >= cutoff}
-        self._commits.polled()
-        self._last = [
+        families = [
             build(
                 "litellm_request_duration_seconds",
                 "Duration of LiteLLM requests by model group, from LiteLLM_SpendLogs, counted since the exporter "
@@ -134,4 +132,5 @@ class LatencyCollector(Collector):
                 self._ttft.samples(),
             ),
         ]
-        return self._last
+        self._commits.polled(families)
+        return families

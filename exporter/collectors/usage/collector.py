@@ -158,7 +158,7 @@ class UsageCollector(Collector):
         self._states: dict[str, SourceState] = {}
         self._resync_slot: int | None = None
         # While no transaction has committed since the last poll, every sum is what it was.
-        self._commits = CommitWatch()
+        self._commits: CommitWatch[None] = CommitWatch()
         self._published: Published = {}
         self._missing_logged: set[str] = set()
         self._key_meta: dict[str, tuple[str, str]] = {}
