@@ -14,6 +14,7 @@ from .collectors.budgets import BudgetsCollector
 from .collectors.database import DatabaseCollector
 from .collectors.latency import LatencyCollector
 from .collectors.proxy import ProxyCollector
+from .collectors.proxy_state import ProxyStateCollector
 from .collectors.usage import Clock, UsageCollector, utc_now
 from .config import Config, ConfigError
 from .db import Database
@@ -32,6 +33,7 @@ def build_collectors(config: Config, caps: CapReport, *, clock: Clock = utc_now)
         BudgetsCollector(config.budgets, caps=caps),
         LatencyCollector(config.latency, clock=clock),
         ProxyCollector(config.proxy),
+        ProxyStateCollector(config.proxy_state, caps=caps),
     ]
 
 

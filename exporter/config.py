@@ -22,8 +22,10 @@ from .schema import Field, SchemaError
 DEFAULT_PORT = 8748
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
 
-# Entities whose usage is counted, with the daily rollup table and its id column.
-ENTITIES = ("key", "team", "user", "organization", "end_user", "tag")
+# Entities whose usage is counted: each has its families, a switch and a cap.
+ENTITIES = ("key", "team", "user", "organization", "end_user", "tag", "agent", "task", "tool", "guardrail", "policy")
+# Those whose tables have no model group to label by.
+_WITHOUT_MODEL_GROUP = ("tool", "guardrail", "policy")
 
 
 class ConfigError(Exception):
@@ -78,7 +80,9 @@ class UsageConfig:
         return self.entities[name]
 
 
-BUDGET_ENTITIES = ("key", "user", "team", "organization", "end_user", "team_member", "tag")
+BUDGET_ENTITIES = ("key", "user", "team", "organization", "end_user", "team_member", "tag", "budget_window")
+# Spend per window of multi-window budgets (LiteLLM_BudgetWindowSpend): every row has a budget.
+_ALWAYS_LIMITED = ("budget_window",)
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,13 @@ class ProxyConfig:
 
 
 @dataclass(frozen=True)
+class ProxyStateConfig:
+    enabled: bool
+    interval: float
+    max_deployments: int
+
+
+@dataclass(frozen=True)
 class Config:
     database: DatabaseConfig
     web: WebConfig
@@ -130,6 +141,7 @@ class Config:
     database_probe: DatabaseProbeConfig
     latency: LatencyConfig
     proxy: ProxyConfig
+    proxy_state: ProxyStateConfig
     max_gauge_age: float
 
     def with_overrides(
@@ -153,7 +165,7 @@ class Config:
                 config,
                 **{
                     name: dataclasses.replace(getattr(config, name), interval=seconds)
-                    for name in ("usage", "budgets", "database_probe", "latency", "proxy")
+                    for name in ("usage", "budgets", "database_probe", "latency", "proxy", "proxy_state")
                 },
             )
         return config
@@ -162,7 +174,19 @@ class Config:
 # Entities shown per usage family (each with five counters per model group, the rest summed
 # into __other__), and rows per budget family (up to nine gauges each): the README's series
 # budget adds these up for a 10k-key, 1k-team deployment.
-USAGE_MAX_SERIES = {"key": 500, "team": 200, "user": 200, "organization": 50, "end_user": 500, "tag": 100}
+USAGE_MAX_SERIES = {
+    "key": 500,
+    "team": 200,
+    "user": 200,
+    "organization": 50,
+    "end_user": 500,
+    "tag": 100,
+    "agent": 50,
+    "task": 20,
+    "tool": 100,
+    "guardrail": 50,
+    "policy": 50,
+}
 BUDGET_MAX_SERIES = {
     "key": 500,
     "team": 500,
@@ -171,6 +195,7 @@ BUDGET_MAX_SERIES = {
     "end_user": 200,
     "team_member": 200,
     "tag": 100,
+    "budget_window": 500,
 }
 
 
@@ -283,7 +308,15 @@ ROOT = schema.section(
                             ENTITIES,
                             lambda name: {
                                 "enabled": Field(schema.boolean(), True, "export this entity's usage families"),
-                                "model_group": Field(schema.boolean(), name != "end_user", "add a `model_group` label"),
+                                **(
+                                    {}
+                                    if name in _WITHOUT_MODEL_GROUP
+                                    else {
+                                        "model_group": Field(
+                                            schema.boolean(), name != "end_user", "add a `model_group` label"
+                                        )
+                                    }
+                                ),
                                 "max_series": Field(
                                     schema.integer(minimum=1),
                                     USAGE_MAX_SERIES[name],
@@ -301,8 +334,16 @@ ROOT = schema.section(
                             BUDGET_ENTITIES,
                             lambda name: {
                                 "enabled": Field(schema.boolean(), True, "export this entity's budget gauges"),
-                                "only_with_limits": Field(
-                                    schema.boolean(), True, "only rows with a budget, a limit, an expiry or a block"
+                                **(
+                                    {}
+                                    if name in _ALWAYS_LIMITED
+                                    else {
+                                        "only_with_limits": Field(
+                                            schema.boolean(),
+                                            True,
+                                            "only rows with a budget, a limit, an expiry or a block",
+                                        )
+                                    }
                                 ),
                                 "max_series": Field(
                                     schema.integer(minimum=1),
@@ -340,6 +381,22 @@ ROOT = schema.section(
                     }
                 ),
                 "database": _section({"interval": Field(schema.duration(), 15.0, "how often the database is probed")}),
+                "proxy_state": _section(
+                    {
+                        "enabled": Field(
+                            schema.boolean(),
+                            True,
+                            "the proxy's workers (`LiteLLM_ProxyWorkerHeartbeat`) and model deployments' latest"
+                            " health checks (`LiteLLM_HealthCheckTable`), where this LiteLLM has them",
+                        ),
+                        "interval": Field(schema.duration(), 15.0, "how often they are read"),
+                        "max_deployments": Field(
+                            schema.integer(minimum=1),
+                            500,
+                            "model deployments whose latest health check is exported, the most recently checked",
+                        ),
+                    }
+                ),
             }
         ),
     }
@@ -395,17 +452,23 @@ def parse(document: Any) -> Config:
             global_max_series=usage["global_max_series"],
             source=usage["source"],
             spend_logs_late_margin=usage["spend_logs_late_margin"],
-            entities={name: EntityConfig(**values) for name, values in usage["entities"].items()},
+            entities={
+                name: EntityConfig(**{"model_group": False, **values}) for name, values in usage["entities"].items()
+            },
         ),
         budgets=BudgetsConfig(
             interval=budgets["interval"],
-            entities={name: BudgetEntityConfig(**values) for name, values in budgets["entities"].items()},
+            entities={
+                name: BudgetEntityConfig(**{"only_with_limits": True, **values})
+                for name, values in budgets["entities"].items()
+            },
         ),
         database_probe=DatabaseProbeConfig(**collectors["database"]),
         latency=LatencyConfig(
             **{**latency, "buckets": tuple(latency["buckets"]), "ttft_buckets": tuple(latency["ttft_buckets"])}
         ),
         proxy=ProxyConfig(**{**collectors["proxy"], "targets": tuple(collectors["proxy"]["targets"])}),
+        proxy_state=ProxyStateConfig(**collectors["proxy_state"]),
         max_gauge_age=collectors["max_gauge_age"],
     )
 

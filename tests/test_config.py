@@ -81,7 +81,8 @@ BAD = [
     ),
     (
         {"database": {"dsn": DSN}, "collectors": {"usage": {"entities": {"keys": {}}}}},
-        "collectors.usage.entities.keys: unknown key (expected one of: end_user, key, organization, tag, team, user)",
+        "collectors.usage.entities.keys: unknown key (expected one of: agent, end_user, guardrail, key,"
+        " organization, policy, tag, task, team, tool, user)",
     ),
     (
         {"database": {"dsn": DSN}, "collectors": {"usage": {"entities": {"team": {"model_group": "no"}}}}},
@@ -89,7 +90,8 @@ BAD = [
     ),
     (
         {"database": {"dsn": DSN}, "collectors": {"budget": {}}},
-        "collectors.budget: unknown key (expected one of: budgets, database, latency, max_gauge_age, proxy, usage)",
+        "collectors.budget: unknown key (expected one of: budgets, database, latency, max_gauge_age, proxy,"
+        " proxy_state, usage)",
     ),
     (
         {"database": {"dsn": DSN}, "collectors": {"budgets": {"entities": {"team_member": {"only_with_limits": 1}}}}},

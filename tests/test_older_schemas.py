@@ -134,6 +134,23 @@ def test_every_collector_works_on_older_schemas(old_schema, clock):
             exporter.db.close()
         found = sources(samples)
         assert found["litellm_organization"] == "none"  # no organisation id anywhere yet
+        assert found["litellm_agent"] == "none"
+        # Families of tables this LiteLLM does not have yet are simply absent.
+        for family in (
+            "litellm_request_errors_total",
+            "litellm_gateway_requests_total",
+            "litellm_task_spend_usd_total",
+            "litellm_tool_requests_total",
+            "litellm_guardrail_requests_evaluated_total",
+            "litellm_policy_requests_blocked_total",
+            "litellm_guardrail_usage_units_total",
+            "litellm_proxy_workers_alive",
+            "litellm_deployment_healthy",
+            "litellm_budget_window_spend_usd",
+            "litellm_response_time_seconds_total",
+            "litellm_prompt_caching_savings_usd_total",
+        ):
+            assert not samples.get(family), family
         if name in ("baseline", "0.1.0"):
             # No daily tables, or one without request counts: everything from the spend logs.
             for family in ("litellm", "litellm_key", "litellm_user", "litellm_team", "litellm_end_user", "litellm_tag"):

@@ -12,6 +12,7 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
+import psycopg
 from psycopg import sql
 
 from .. import catalog
@@ -44,6 +45,7 @@ class _Spec:
 
 
 BUDGET_TABLE = "LiteLLM_BudgetTable"
+WINDOW_TABLE = "LiteLLM_BudgetWindowSpend"
 _REFERENCE = re.compile(r"\b([eb])\.(\w+)\b")
 
 
@@ -226,7 +228,11 @@ class BudgetsCollector(Collector):
     def reconfigure(self, config: Config) -> None:
         self._config = config.budgets
         self.interval = config.budgets.interval
-        self._caps.forget(f"litellm_{name}_budget" for name, e in self._config.entities.items() if not e.enabled)
+        self._caps.forget(
+            "litellm_budget_window" if name == "budget_window" else f"litellm_{name}_budget"
+            for name, e in self._config.entities.items()
+            if not e.enabled
+        )
         self._commits.forget()
 
     def poll(self, db: Database) -> list[Family]:
@@ -234,7 +240,7 @@ class BudgetsCollector(Collector):
         with db.snapshot() as conn:
             if self._commits.unchanged(conn) and self._commits.result is not None:
                 return self._commits.result  # nothing committed since: every gauge is what it was
-            found = catalog.columns(conn, [spec.table for spec in SPECS] + [BUDGET_TABLE])
+            found = catalog.columns(conn, [spec.table for spec in SPECS] + [BUDGET_TABLE, WINDOW_TABLE])
             for declared in SPECS:
                 entity = self._config.entities[declared.entity]
                 spec = _adapt(declared, found) if entity.enabled else None
@@ -247,8 +253,43 @@ class BudgetsCollector(Collector):
                     total = found_rows[0][-1] if found_rows else 0
                     self._caps.over_cap(f"litellm_{spec.entity}_budget", total - len(found_rows))
                     families += _families(spec, rows)
+            windows = self._config.entities["budget_window"]
+            if windows.enabled and WINDOW_TABLE in found:
+                families += self._windows(conn, windows.max_series)
         self._commits.polled(families)
         return families
+
+    def _windows(self, conn: psycopg.Connection, limit: int | None) -> list[Family]:
+        """Spend in the current window of each multi-window budget, the largest first."""
+        query = sql.SQL(
+            "SELECT entity_type, entity_id, window_duration, spend::float8, {start}, count(*) OVER () FROM {table}"
+            " ORDER BY spend DESC, entity_type, entity_id, window_duration{limit}"
+        ).format(
+            start=sql.SQL(_EPOCH.format("window_start")),
+            table=sql.Identifier(WINDOW_TABLE),
+            limit=sql.SQL(" LIMIT {}").format(sql.Literal(limit)) if limit else sql.SQL(""),
+        )
+        rows = conn.execute(query).fetchall()
+        self._caps.over_cap("litellm_budget_window", (rows[0][-1] - len(rows)) if rows else 0)
+        labels = ("entity_type", "entity_id", "window")
+        ordered = sorted(((str(r[0]), str(r[1]), str(r[2])), r[3], r[4]) for r in rows)
+        return [
+            build(
+                "litellm_budget_window_spend_usd",
+                "Spend in US dollars in the current window of a budget with several windows"
+                " (LiteLLM_BudgetWindowSpend).",
+                "gauge",
+                labels,
+                [(key, spend) for key, spend, _ in ordered],
+            ),
+            build(
+                "litellm_budget_window_start_timestamp_seconds",
+                "When the current window of a budget with several windows started, as a Unix time.",
+                "gauge",
+                labels,
+                [(key, start) for key, _, start in ordered if start is not None],
+            ),
+        ]
 
 
 def _families(spec: _Spec, rows: dict[tuple[str, ...], tuple[float | None, ...]]) -> list[Family]:

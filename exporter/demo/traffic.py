@@ -38,6 +38,19 @@ class Request:
     duration_ms: int | None = 1200
     endpoint: str | None = "/chat/completions"
     request_id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4()}")
+    # A failure's HTTP status code (LiteLLM keeps it in the spend log's error information).
+    status_code: int = 500
+    agent_id: str | None = None
+    tools: tuple[str, ...] = ()  # MCP tools the request called
+    # (guardrail id, outcome: "passed", "blocked" or "flagged") per guardrail that evaluated it
+    guardrails: tuple[tuple[str, str], ...] = ()
+    policies: tuple[tuple[str, str], ...] = ()
+    prompt_caching_savings: float = 0.0
+
+    @property
+    def task_type(self) -> str:
+        """As LiteLLM's model-usage rollup reads it: a ``task:NAME`` tag, else uncategorized."""
+        return next((t.removeprefix("task:") for t in self.tags if t.startswith("task:")), "uncategorized")
 
     def daily_entities(self) -> dict[str, list[str]]:
         """The entity ids whose daily table this request increments."""
@@ -47,6 +60,7 @@ class Request:
             "LiteLLM_DailyOrganizationSpend": [self.organization_id] if self.organization_id else [],
             "LiteLLM_DailyEndUserSpend": [self.end_user] if self.end_user else [],
             "LiteLLM_DailyTagSpend": list(self.tags),
+            "LiteLLM_DailyAgentSpend": [self.agent_id] if self.agent_id else [],
         }
         return entities
 
@@ -75,6 +89,10 @@ class World:
     callers: tuple[Caller, ...]
     end_users: tuple[str, ...]
     tags: tuple[str, ...]
+    agents: tuple[str, ...] = ()
+    tools: tuple[str, ...] = ()
+    guardrails: tuple[str, ...] = ()
+    policies: tuple[str, ...] = ()
 
 
 def random_request(rng: random.Random, world: World, start_time: datetime) -> Request:
@@ -83,6 +101,7 @@ def random_request(rng: random.Random, world: World, start_time: datetime) -> Re
     prompt = rng.randint(1, 4000)
     completion = rng.randint(0, 1500)
     success = rng.random() > 0.05
+    cache_read = rng.choice((0, 0, prompt // 2))
     return Request(
         api_key=caller.api_key,
         model_group=model_group,
@@ -98,11 +117,26 @@ def random_request(rng: random.Random, world: World, start_time: datetime) -> Re
         end_user=rng.choice(world.end_users) if world.end_users and rng.random() < 0.5 else None,
         tags=tuple(t for t in world.tags if rng.random() < 0.3),
         success=success,
-        cache_read_input_tokens=rng.choice((0, 0, prompt // 2)),
+        cache_read_input_tokens=cache_read,
         cache_creation_input_tokens=rng.choice((0, 0, 0, prompt // 4)),
         duration_ms=rng.randint(200, 60000),
-        endpoint=rng.choice(("/chat/completions", "/chat/completions", None)),
+        endpoint=rng.choice(("/chat/completions", "/chat/completions", "/v1/messages")),
+        status_code=rng.choice((429, 429, 500, 400, 503)),
+        agent_id=rng.choice(world.agents) if world.agents and rng.random() < 0.2 else None,
+        tools=tuple(t for t in world.tools if rng.random() < 0.1),
+        guardrails=tuple((g, rng.choice(OUTCOMES)) for g in world.guardrails if rng.random() < 0.5),
+        policies=tuple((p, rng.choice(OUTCOMES)) for p in world.policies if rng.random() < 0.3),
+        prompt_caching_savings=cache_read * price_in * 0.9,
     )
+
+
+OUTCOMES = ("passed", "passed", "passed", "blocked", "flagged")
+# Requests refused at the proxy's edge (never a spend log): route, HTTP status code.
+REJECTIONS = (("/chat/completions", 401), ("/chat/completions", 403), ("/chat/completions", 429), ("/v1/models", 401))
+
+
+def random_rejections(rng: random.Random, count: int) -> list[tuple[str, int]]:
+    return [rng.choice(REJECTIONS) for _ in range(count)]
 
 
 def random_requests(rng: random.Random, world: World, count: int, start: datetime, end: datetime) -> list[Request]:

@@ -33,7 +33,11 @@ DAILY_MEASURES = (
     "api_requests",
     "successful_requests",
     "failed_requests",
+    "total_response_time_ms",
+    "timed_requests",
+    "prompt_caching_savings_spend",
 )
+_FLOAT_MEASURES = {"spend", "prompt_caching_savings_spend"}
 
 # Daily table, its entity column, and how a request names that entity ('' means none).
 DAILY_TABLES = {
@@ -42,6 +46,7 @@ DAILY_TABLES = {
     "LiteLLM_DailyOrganizationSpend": "organization_id",
     "LiteLLM_DailyEndUserSpend": "end_user_id",
     "LiteLLM_DailyTagSpend": "tag",
+    "LiteLLM_DailyAgentSpend": "agent_id",
 }
 
 
@@ -58,22 +63,61 @@ class SpendWriter:
     def __init__(self, conn: psycopg.Connection) -> None:
         self._conn = conn
         self._buffer: list[Request] = []
+        self._rejected: list[tuple[datetime, str, int]] = []
 
     def record(self, *requests: Request) -> None:
         self._buffer.extend(requests)
+
+    def reject(self, when: datetime, route: str, status_code: int) -> None:
+        """A request the proxy refused before any model call (bad key, its own rate limit):
+        counted in the gateway tables only, never a spend log."""
+        self._rejected.append((_naive_utc(when), route, status_code))
 
     def flush(self, now: datetime | None = None) -> int:
         """Write every buffered request in one transaction; returns how many."""
         now = _naive_utc(now or datetime.now(timezone.utc))
         batch, self._buffer = self._buffer, []
-        if not batch:
+        rejected, self._rejected = self._rejected, []
+        if not batch and not rejected:
             return 0
         with self._conn.transaction():
-            self._insert_spend_logs(batch, now)
-            self._increment_entities(batch)
-            for table, column in DAILY_TABLES.items():
-                self._upsert_daily(table, column, batch, now)
+            if batch:
+                self._insert_spend_logs(batch, now)
+                self._increment_entities(batch)
+                for table, column in DAILY_TABLES.items():
+                    self._upsert_daily(table, column, batch, now)
+                for table, (keys, measures, rows) in _activity(batch).items():
+                    self._upsert(table, keys, measures, rows, now)
+            for table, (keys, measures, rows) in _gateway(batch, rejected).items():
+                self._upsert(table, keys, measures, rows, now)
         return len(batch)
+
+    def _upsert(
+        self,
+        table: str,
+        keys: tuple[str, ...],
+        measures: tuple[str, ...],
+        rows: dict[tuple[object, ...], list[float]],
+        now: datetime,
+    ) -> None:
+        """Increment rows keyed by their primary key, one statement per group, as the proxy does."""
+        if not rows:
+            return
+        query = sql.SQL(
+            "INSERT INTO {table} ({keys}, {measures}, created_at, updated_at) VALUES ({placeholders})"
+            " ON CONFLICT ({keys}) DO UPDATE SET {updates}, updated_at = excluded.updated_at"
+        ).format(
+            table=sql.Identifier(table),
+            keys=sql.SQL(", ").join(map(sql.Identifier, keys)),
+            measures=sql.SQL(", ").join(map(sql.Identifier, measures)),
+            placeholders=sql.SQL(", ").join(sql.Placeholder() * (len(keys) + len(measures) + 2)),
+            updates=sql.SQL(", ").join(
+                sql.SQL("{0} = coalesce({1}.{0}, 0) + excluded.{0}").format(sql.Identifier(m), sql.Identifier(table))
+                for m in measures
+            ),
+        )
+        with self._conn.cursor() as cur:
+            cur.executemany(query, [(*key, *values, now, now) for key, values in rows.items()])
 
     def _insert_spend_logs(self, batch: list[Request], now: datetime) -> None:
         with self._conn.cursor() as cur:
@@ -169,7 +213,8 @@ class SpendWriter:
         )
         query = sql.SQL(
             "INSERT INTO {table} (id, {entity}, date, api_key, model, model_group, custom_llm_provider, endpoint,"
-            " {measures}, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, {placeholders}, %s, %s)"
+            " mcp_namespaced_tool_name, {measures}, created_at, updated_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, '', {placeholders}, %s, %s)"
             " ON CONFLICT ({entity}, date, api_key, model, custom_llm_provider, mcp_namespaced_tool_name, endpoint)"
             " DO UPDATE SET {updates}, updated_at = excluded.updated_at"
         ).format(
@@ -193,6 +238,8 @@ _LIFETIME_SPEND = {"LiteLLM_VerificationToken", "LiteLLM_TeamMembership"}
 
 
 def _measures(r: Request) -> tuple[float, ...]:
+    # The response time counts successful calls only, as LiteLLM 1.110 records it.
+    timed = r.success and r.duration_ms is not None
     return (
         r.spend,
         r.prompt_tokens,
@@ -202,12 +249,115 @@ def _measures(r: Request) -> tuple[float, ...]:
         1,
         1 if r.success else 0,
         0 if r.success else 1,
+        (r.duration_ms or 0) if timed else 0,
+        1 if timed else 0,
+        r.prompt_caching_savings,
     )
 
 
 def _integral(values: list[float]) -> list[float | int]:
-    # Every measure but spend is a bigint column.
-    return [values[0], *(int(v) for v in values[1:])]
+    # Every measure but the dollar amounts is a bigint column.
+    return [v if m in _FLOAT_MEASURES else int(v) for m, v in zip(DAILY_MEASURES, values, strict=True)]
+
+
+_Rows = dict[tuple[object, ...], list[float]]
+
+
+def _add(rows: _Rows, key: tuple[object, ...], *values: float) -> None:
+    current = rows.setdefault(key, [0.0] * len(values))
+    for i, value in enumerate(values):
+        current[i] += value
+
+
+def _activity(batch: list[Request]) -> dict[str, tuple[tuple[str, ...], tuple[str, ...], _Rows]]:
+    """The rollups of newer LiteLLM versions beside the spend tables, per table: its key
+    columns, its measures, and the increments of this batch."""
+    errors: _Rows = {}
+    models: _Rows = {}
+    tools: _Rows = {}
+    guardrails: _Rows = {}
+    policies: _Rows = {}
+    units: _Rows = {}
+    for r in batch:
+        day = _naive_utc(r.start_time).date().isoformat()
+        if not r.success:
+            _add(errors, (day, r.api_key, r.team_id or "", r.user_id or "", r.model_group, r.status_code), 1)
+        _add(
+            models,
+            (day, r.model_group, r.model, r.provider, r.task_type),
+            r.spend,
+            r.prompt_tokens,
+            r.completion_tokens,
+            1,
+            1 if r.success else 0,
+            0 if r.success else 1,
+        )
+        for tool in r.tools:
+            _add(tools, (day, tool), r.spend, r.prompt_tokens + r.completion_tokens, 1)
+        for table, checks in ((guardrails, r.guardrails), (policies, r.policies)):
+            for check, outcome in checks:
+                _add(table, (check, day), 1, outcome == "passed", outcome == "blocked", outcome == "flagged")
+        for guardrail, _ in r.guardrails:
+            # A content-moderation provider bills per 1,000 characters; about four to a token.
+            _add(units, (guardrail, day, r.team_id or "", r.api_key, "characters"), r.prompt_tokens * 4, 0)
+    evaluated = ("requests_evaluated", "passed_count", "blocked_count", "flagged_count")
+    return {
+        "LiteLLM_DailyRequestErrors": (
+            ("date", "api_key", "team_id", "user_id", "model_group", "status_code"),
+            ("failed_requests",),
+            errors,
+        ),
+        "LiteLLM_DailyModelUsage": (
+            ("date", "model_group", "model", "custom_llm_provider", "task_type"),
+            ("spend", "prompt_tokens", "completion_tokens", "request_count", "successful_requests", "failed_requests"),
+            _ints(models, keep_first=True),
+        ),
+        "LiteLLM_DailyToolSpend": (
+            ("date", "tool_name"),
+            ("spend", "total_tokens", "request_count"),
+            _ints(tools, True),
+        ),
+        "LiteLLM_DailyGuardrailMetrics": (("guardrail_id", "date"), evaluated, _ints(guardrails)),
+        "LiteLLM_DailyPolicyMetrics": (("policy_id", "date"), evaluated, _ints(policies)),
+        "LiteLLM_DailyGuardrailUsageUnits": (
+            ("guardrail_id", "date", "team_id", "api_key", "usage_unit"),
+            ("units", "cost"),
+            {k: [int(v[0]), v[0] * 2.5e-7] for k, v in units.items()},
+        ),
+    }
+
+
+def _gateway(
+    batch: list[Request], rejected: list[tuple[datetime, str, int]]
+) -> dict[str, tuple[tuple[str, ...], tuple[str, ...], _Rows]]:
+    """Every request the proxy answered, by route: those that became spend logs and those it
+    refused at the edge."""
+    answered: _Rows = {}
+    failed: _Rows = {}
+    outcomes = [(_naive_utc(r.start_time), r.endpoint or "", r.success, r.status_code) for r in batch]
+    outcomes += [(when, route, False, code) for when, route, code in rejected]
+    for when, route, success, code in outcomes:
+        day = when.date().isoformat()
+        _add(answered, (day, "llm", route), 1 if success else 0, 0 if success else 1)
+        if not success:
+            _add(failed, (day, "llm", route, code), 1)
+    return {
+        "LiteLLM_DailyGatewayRequests": (
+            ("date", "category", "route"),
+            ("successful_requests", "failed_requests"),
+            _ints(answered),
+        ),
+        "LiteLLM_DailyGatewayFailedRequests": (
+            ("date", "category", "route", "status_code"),
+            ("failed_requests",),
+            _ints(failed),
+        ),
+    }
+
+
+def _ints(rows: _Rows, keep_first: bool = False) -> _Rows:
+    """Counts as integers for bigint columns (the first value kept as it is when it is spend)."""
+    return {k: [v[0] if keep_first else int(v[0]), *(int(x) for x in v[1:])] for k, v in rows.items()}
 
 
 class Entities:
@@ -346,7 +496,11 @@ def seed_world(
     return World(
         callers=tuple(callers),
         end_users=tuple(entities.end_user(f"customer-{i}") for i in range(end_users)),
-        tags=("prod", "batch", "line\nbreak", "User-Agent: python-requests/2.32"),
+        tags=("prod", "batch", "line\nbreak", "User-Agent: python-requests/2.32", "task:summarize"),
+        agents=("agent-research", "agent-support"),
+        tools=("github-mcp__create_issue", "search-mcp__web"),
+        guardrails=("presidio-pii", "lakera-prompt-injection"),
+        policies=("default-policy",),
     )
 
 
@@ -373,3 +527,66 @@ def add_budgets(conn: psycopg.Connection, world: World, now: datetime) -> None:
         (naive + timedelta(days=3), world.callers[-1].api_key),
     )
     Entities(conn).key("sk-demo-blocked", "blocked key", blocked=True)
+
+
+class ProxyRecords:
+    """What the proxy writes about itself, as LiteLLM 1.110 writes it: worker heartbeats (by
+    the database's clock), model health checks and multi-window budget spend."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self._conn = conn
+
+    def beat(self, worker_id: str, hostname: str, *, seconds_ago: float = 0.0) -> None:
+        # LiteLLM's own statement: INSERT ... ON CONFLICT (worker_id) DO UPDATE, stamped NOW().
+        self._conn.execute(
+            'INSERT INTO "LiteLLM_ProxyWorkerHeartbeat" (worker_id, hostname, last_heartbeat_at)'
+            " VALUES (%(w)s, %(h)s, (now() AT TIME ZONE 'UTC') - make_interval(secs => %(s)s))"
+            " ON CONFLICT (worker_id) DO UPDATE SET last_heartbeat_at = excluded.last_heartbeat_at",
+            {"w": worker_id, "h": hostname, "s": seconds_ago},
+        )
+
+    def stop(self, worker_id: str) -> None:
+        """A clean shutdown deletes the worker's row."""
+        self._conn.execute('DELETE FROM "LiteLLM_ProxyWorkerHeartbeat" WHERE worker_id = %s', (worker_id,))
+
+    def health_check(
+        self,
+        model_name: str,
+        model_id: str | None,
+        *,
+        healthy: bool,
+        checked_at: datetime,
+        response_time_ms: float | None = 150.0,
+        endpoints: int = 1,
+    ) -> None:
+        """One row per check, as GET /health?model=NAME and background health checks save it."""
+        self._conn.execute(
+            'INSERT INTO "LiteLLM_HealthCheckTable" (health_check_id, model_name, model_id, status, healthy_count,'
+            " unhealthy_count, error_message, response_time_ms, checked_by, checked_at, created_at, updated_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'background_health_check', %s, %s, %s)",
+            (
+                str(uuid.uuid4()),
+                model_name,
+                model_id,
+                "healthy" if healthy else "unhealthy",
+                endpoints if healthy else 0,
+                0 if healthy else endpoints,
+                None if healthy else "litellm.APIConnectionError: connection refused",
+                response_time_ms,
+                _naive_utc(checked_at),
+                _naive_utc(checked_at),
+                _naive_utc(checked_at),
+            ),
+        )
+
+    def window_spend(self, entity_type: str, entity_id: str, window: str, window_start: datetime, spend: float) -> None:
+        """Add spend to a budget window (a new window start replaces the old one's spend)."""
+        start = _naive_utc(window_start)
+        self._conn.execute(
+            'INSERT INTO "LiteLLM_BudgetWindowSpend" AS w (entity_type, entity_id, window_duration, window_start,'
+            " spend, updated_at) VALUES (%s, %s, %s, %s, %s, now())"
+            " ON CONFLICT (entity_type, entity_id, window_duration) DO UPDATE SET"
+            " spend = CASE WHEN w.window_start = excluded.window_start THEN w.spend + excluded.spend"
+            " ELSE excluded.spend END, window_start = excluded.window_start, updated_at = now()",
+            (entity_type, entity_id, window, start, spend),
+        )

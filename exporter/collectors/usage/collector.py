@@ -41,8 +41,8 @@ from ...db import CommitWatch, Database
 from ...families import Family, build
 from ..base import Collector
 from .sources import (
+    ALL_SOURCES,
     ENTITY_SOURCES,
-    MEASURE_BY_COLUMN,
     USER_SOURCE,
     Group,
     Reading,
@@ -73,17 +73,25 @@ _METADATA_TABLES = (
     "LiteLLM_OrganizationTable",
 )
 
-# Per family: the labels its id becomes, and how it is described.
+# Per entity: the labels its id becomes where it is not the id's logical name.
 _ID_LABELS = {
-    "litellm": (("model_group",), ""),
-    "litellm_key": (("key_hash", "key_alias", "team_id"), " by virtual key"),
-    "litellm_user": (("user_id",), " by internal user"),
-    "litellm_team": (("team_id", "team_alias"), " by team"),
-    "litellm_organization": (("organization_id", "organization_alias"), " by organization"),
-    "litellm_end_user": (("end_user",), " by end user (the caller's customer id)"),
-    "litellm_tag": (("tag",), " by request tag"),
+    "key": ("key_hash", "key_alias", "team_id"),
+    "team": ("team_id", "team_alias"),
+    "organization": ("organization_id", "organization_alias"),
 }
-_EXTRA_LABELS = {"model_group": "model_group", "model": "model", "provider": "provider"}
+_DESCRIBED = {
+    "key": " by virtual key",
+    "user": " by internal user",
+    "team": " by team",
+    "organization": " by organization",
+    "end_user": " by end user (the caller's customer id)",
+    "tag": " by request tag",
+    "agent": " by agent",
+    "task": " by task type",
+    "tool": " by tool",
+    "guardrail": " by guardrail",
+    "policy": " by policy",
+}
 
 
 @dataclass(frozen=True)
@@ -170,21 +178,21 @@ class UsageCollector(Collector):
     # -- what is read ------------------------------------------------------------------
 
     def _views(self, source: Source) -> tuple[View, ...]:
-        def entity_view(family: str, entity: str, id_column: str) -> View:
-            settings = self._config.entity(entity)
-            return View(family, id_column, ("model_group",) if settings.model_group else (), settings.max_series)
-
-        if source is USER_SOURCE:
-            views = [View("litellm", "model_group", ("model", "provider"), self._config.global_max_series)]
-            for entity, id_column in (("key", "api_key"), ("user", "user_id")):
-                if self._config.entity(entity).enabled:
-                    views.append(entity_view(f"litellm_{entity}", entity, id_column))
-            return tuple(views)
-        entity = next(name for name, s in ENTITY_SOURCES.items() if s is source)
-        return (entity_view(f"litellm_{entity}", entity, source.columns[0][0]),)
+        views = []
+        for spec in source.views:
+            if spec.entity is None:
+                views.append(View(spec.family, spec.id, spec.extras, self._config.global_max_series, None, spec.key))
+                continue
+            settings = self._config.entity(spec.entity)
+            if not settings.enabled:
+                continue
+            by_model_group = settings.model_group and "model_group" in source.logical and spec.id != "model_group"
+            extras = spec.extras + (("model_group",) if by_model_group else ())
+            views.append(View(spec.family, spec.id, extras, settings.max_series, spec.entity, spec.key))
+        return tuple(views)
 
     def _sources(self) -> list[Source]:
-        return [USER_SOURCE] + [s for e, s in ENTITY_SOURCES.items() if self._config.entity(e).enabled]
+        return [s for s in ALL_SOURCES if s is USER_SOURCE or self._views(s)]
 
     def state(self, table: str) -> SourceState | None:
         return self._states.get(table)
@@ -259,7 +267,11 @@ class UsageCollector(Collector):
         if reading is None and self._config.source in ("auto", "spend_logs") and SPEND_LOGS in found:
             reading = spend_log_reading(source, found[SPEND_LOGS])
         if reading is None and source.table not in self._missing_logged:
-            log.warning("no usable %s (nor a way to derive it): its usage counters are not exported", source.table)
+            if source.spend_log_columns is None:
+                # A table of newer LiteLLM versions: an older schema simply has none of its families.
+                log.info("no usable %s in this LiteLLM's schema: its families are not exported", source.table)
+            else:
+                log.warning("no usable %s (nor a way to derive it): its usage counters are not exported", source.table)
             self._missing_logged.add(source.table)
         return reading
 
@@ -304,25 +316,25 @@ class UsageCollector(Collector):
                 if view.cap is None:
                     continue
                 membership = state.memberships[index]
-                self._caps.over_cap(view.family, membership.over)
+                self._caps.over_cap(view.key, membership.over)
                 if old is not None and view in old.views:
                     before = old.memberships[old.views.index(view)]
                     if before.members != membership.members:
-                        self._caps.membership_changed(view.family)
+                        self._caps.membership_changed(view.key)
 
     def _read_metadata(
         self, conn: psycopg.Connection, states: dict[str, SourceState]
     ) -> tuple[dict[str, tuple[str, str]], dict[str, str], dict[str, str]]:
         """Aliases and a key's team, for the entities shown only."""
 
-        def shown(family: str) -> list[str]:
+        def shown(entity: str) -> list[str]:
+            ids: set[str] = set()
             for state in states.values():
                 for index, view in enumerate(state.views):
-                    if view.family == family:
-                        ids = {g[0] for d in (state.base[index], state.window[index]) for g in d}
-                        ids.discard(OTHER)
-                        return sorted(ids)
-            return []
+                    if view.entity == entity:
+                        ids.update(g[0] for d in (state.base[index], state.window[index]) for g in d)
+            ids.discard(OTHER)
+            return sorted(ids)
 
         found = catalog.columns(conn, _METADATA_TABLES)
 
@@ -335,7 +347,7 @@ class UsageCollector(Collector):
             return conn.execute(query, (ids,)).fetchall()
 
         key_meta: dict[str, tuple[str, str]] = {}
-        keys = shown("litellm_key")
+        keys = shown("key")
         # Deleted keys first, oldest first, so that the newest and a live key win.
         key_columns = "token, coalesce(key_alias, ''), coalesce(team_id, '')"
         for table in ("LiteLLM_DeletedVerificationToken", "LiteLLM_VerificationToken"):
@@ -343,14 +355,14 @@ class UsageCollector(Collector):
             for token, alias, team in rows(table, key_columns, "token", keys, order):
                 key_meta[token] = (alias, team)
         team_alias: dict[str, str] = {}
-        teams = shown("litellm_team")
+        teams = shown("team")
         for table in ("LiteLLM_DeletedTeamTable", "LiteLLM_TeamTable"):
             order = " ORDER BY deleted_at" if table.startswith("LiteLLM_Deleted") else ""
             for team_id, alias in rows(table, "team_id, coalesce(team_alias, '')", "team_id", teams, order):
                 team_alias[team_id] = alias
         org_alias: dict[str, str] = {}
         org_columns = "organization_id, coalesce(organization_alias, '')"
-        orgs = shown("litellm_organization")
+        orgs = shown("organization")
         for org_id, alias in rows("LiteLLM_OrganizationTable", org_columns, "organization_id", orgs):
             org_alias[org_id] = alias
         return key_meta, team_alias, org_alias
@@ -360,7 +372,7 @@ class UsageCollector(Collector):
     def _families(self) -> list[Family]:
         families: list[Family] = []
         published: Published = {}
-        for source in [USER_SOURCE, *ENTITY_SOURCES.values()]:
+        for source in ALL_SOURCES:
             state = self._states.get(source.table)
             if state is None:
                 continue
@@ -401,29 +413,25 @@ class UsageCollector(Collector):
             samples,
         )
 
-    def _id_labels(self, family: str, entity: str) -> tuple[str, ...]:
-        if family == "litellm_key":
+    def _id_labels(self, kind: str | None, entity: str) -> tuple[str, ...]:
+        if kind == "key":
             alias, team = self._key_meta.get(entity, ("", ""))
             return (entity[:12], alias, team)
-        if family == "litellm_team":
+        if kind == "team":
             return (entity, self._team_alias.get(entity, ""))
-        if family == "litellm_organization":
+        if kind == "organization":
             return (entity, self._org_alias.get(entity, ""))
         return (entity,)
 
-    def _metadata_for(self, family: str) -> object:
-        return {
-            "litellm_key": self._key_meta,
-            "litellm_team": self._team_alias,
-            "litellm_organization": self._org_alias,
-        }.get(family)
+    def _metadata_for(self, kind: str | None) -> object:
+        return {"key": self._key_meta, "team": self._team_alias, "organization": self._org_alias}.get(kind or "")
 
     def _view_families(self, state: SourceState, index: int, view: View, published: Published) -> list[Family]:
         # The base is replaced only at a resync, so identity stands for it; the window and the
         # aliases are compared by value (a few thousand entries at most).
         sums = (state.memberships[index], state.base[index], state.window[index])
-        metadata = self._metadata_for(view.family)
-        built = self._built.get(view.family)
+        metadata = self._metadata_for(view.entity)
+        built = self._built.get(view.key)
         if (
             built is not None
             and built[0][0] == sums[0]
@@ -435,14 +443,15 @@ class UsageCollector(Collector):
             return built[2]
         families, mine = self._build_view_families(state, index, view)
         published.update(mine)
-        self._built[view.family] = (sums, dict(metadata) if isinstance(metadata, dict) else None, families, mine)
+        self._built[view.key] = (sums, dict(metadata) if isinstance(metadata, dict) else None, families, mine)
         return families
 
     def _build_view_families(self, state: SourceState, index: int, view: View) -> tuple[list[Family], Published]:
         """The view's families, and the values they publish per series."""
         published: Published = {}
-        id_labels, describe = _ID_LABELS[view.family]
-        labels = id_labels + tuple(_EXTRA_LABELS[e] for e in view.extras) + (OVERFLOW_LABEL,)
+        id_labels = _ID_LABELS.get(view.entity or "", (view.id,))
+        describe = _DESCRIBED.get(view.entity or "", "")
+        labels = id_labels + view.extras + (OVERFLOW_LABEL,)
         digest = state.memberships[index].digest
         series: dict[tuple[str, ...], list[float]] = {}
         for group, values in state.totals(index).items():
@@ -450,7 +459,7 @@ class UsageCollector(Collector):
             if entity == OTHER:
                 key = (OTHER,) + ("",) * (len(id_labels) - 1) + extras + (digest,)
             else:
-                key = self._id_labels(view.family, entity) + extras + ("",)
+                key = self._id_labels(view.entity, entity) + extras + ("",)
             current = series.get(key)
             if current is None:
                 series[key] = values
@@ -462,22 +471,21 @@ class UsageCollector(Collector):
         previous = self._published
         ordered = []
         for key, values in sorted(series.items()):
-            before = previous.get((view.family, key))
+            before = previous.get((view.key, key))
             kept = tuple(map(max, values, before)) if before is not None else tuple(values)
-            published[(view.family, key)] = kept
+            published[(view.key, key)] = kept
             ordered.append((key, kept))
         families = []
-        for k, column in enumerate(state.reading.measures):
-            measure = MEASURE_BY_COLUMN[column]
-            if view.family != "litellm" and not measure.per_entity:
+        for k, measure in enumerate(state.reading.measures):
+            if view.entity is not None and not measure.per_entity:
                 continue
             families.append(
                 build(
                     f"{view.family}_{measure.name}",
-                    f"{measure.documentation}{describe}, summed over LiteLLM's daily spend tables (all time).",
+                    f"{measure.documentation}{describe}, summed over {state.reading.table} (all time).",
                     "counter",
                     labels,
-                    [(key, values[k]) for key, values in ordered],
+                    [(key, values[k] * measure.scale) for key, values in ordered],
                     omit_empty=(OVERFLOW_LABEL,),
                 )
             )

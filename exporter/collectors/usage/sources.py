@@ -17,18 +17,31 @@ from ...catalog import SPEND_LOGS
 
 Group = tuple[str, ...]
 
+# Columns the overflow entity does not keep apart.
+FINER = frozenset({"model", "provider"})
+
 
 @dataclass(frozen=True)
 class Measure:
+    """A counter's column (or the sum of several columns) in a daily table, and its name."""
+
     column: str
     name: str
     documentation: str
+    # False: only in the global families (by model group), not per key, team, ...
     per_entity: bool = True
+    scale: float = 1.0  # to the metric's base unit (milliseconds to seconds)
+    sum_of: tuple[str, ...] = ()  # the columns whose sum it is; empty: ``column`` itself
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return self.sum_of or (self.column,)
 
 
 MEASURES = (
     Measure("spend", "spend_usd", "Spend in US dollars"),
     Measure("api_requests", "requests", "Requests"),
+    Measure("successful_requests", "requests_successful", "Successful requests"),
     Measure("failed_requests", "requests_failed", "Failed requests"),
     Measure("prompt_tokens", "input_tokens", "Input (prompt) tokens"),
     Measure("completion_tokens", "output_tokens", "Output (completion) tokens"),
@@ -39,22 +52,78 @@ MEASURES = (
         "Input tokens written to the provider's cache",
         False,
     ),
+    Measure(
+        "total_response_time_ms",
+        "response_time_seconds",
+        "Time taken to answer the successful requests counted in litellm_timed_requests_total",
+        False,
+        scale=0.001,
+    ),
+    Measure("timed_requests", "timed_requests", "Successful requests whose response time was recorded", False),
+    Measure("prompt_caching_savings_spend", "prompt_caching_savings_usd", "US dollars saved by prompt caching", False),
+    Measure("compression_savings_spend", "compression_savings_usd", "US dollars saved by prompt compression", False),
+    Measure(
+        "gateway_injected_caching_savings_spend",
+        "gateway_injected_caching_savings_usd",
+        "US dollars saved by cache points the proxy injected",
+        False,
+    ),
+    Measure("autorouter_savings_spend", "autorouter_savings_usd", "US dollars saved by the auto-router", False),
+    Measure("compression_saved_tokens", "compression_saved_tokens", "Input tokens saved by prompt compression", False),
 )
-MEASURE_BY_COLUMN = {m.column: m for m in MEASURES}
 CORE_MEASURES = ("spend", "api_requests", "failed_requests", "prompt_tokens", "completion_tokens")
+_BY_COLUMN = {m.column: m for m in MEASURES}
+SPEND_LOG_MEASURES = tuple(_BY_COLUMN[c] for c in CORE_MEASURES)
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """A family group a source feeds: the metric name prefix, the logical column its entity id
+    is, the columns grouped beside it, and the usage entity whose switch, cap and ``model_group``
+    setting apply (None: the global families, capped by ``global_max_series``)."""
+
+    family: str
+    id: str
+    extras: tuple[str, ...] = ()
+    entity: str | None = None
+    # Unique among all views: what caps are reported under and state is kept by.
+    name: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.name or self.family
 
 
 @dataclass(frozen=True)
 class Source:
-    """A daily rollup table and the columns its families group by, each under a logical name,
-    with the same columns as LiteLLM_SpendLogs names them (for schemas or configurations
-    without the daily table)."""
+    """A daily rollup table, the columns its families group by (each under a logical name),
+    the measures it counts, and the families it feeds. Spend tables also name the same columns
+    in LiteLLM_SpendLogs, for schemas or configurations without the daily table."""
 
     table: str
     columns: tuple[tuple[str, str], ...]  # logical name, daily-table column
-    spend_log_columns: tuple[tuple[str, str], ...]  # logical name, spend-log column ("tag": the request's tags)
+    views: tuple[ViewSpec, ...]
+    # logical name, spend-log column ("tag": the request's tags); None: no spend-log fallback
+    spend_log_columns: tuple[tuple[str, str], ...] | None = None
     # Rows of LiteLLM_SpendLogs whose column is empty have no row in this daily table.
     spend_log_required: str | None = None
+    measures: tuple[Measure, ...] = MEASURES
+    required: tuple[str, ...] = CORE_MEASURES  # columns without which the table is too old to read
+    rank: str = "spend"  # the measure capped views keep their top entities by
+
+    @property
+    def logical(self) -> set[str]:
+        return {name for name, _ in self.columns}
+
+
+def _entity_source(table: str, entity: str, id_name: str, id_column: str, log_column: str | None, **kw: Any) -> Source:
+    return Source(
+        table,
+        ((id_name, id_column), ("model_group", "model_group")),
+        (ViewSpec(f"litellm_{entity}", id_name, (), entity),),
+        ((id_name, log_column), ("model_group", "model_group")) if log_column else None,
+        **kw,
+    )
 
 
 USER_SOURCE = Source(
@@ -67,6 +136,11 @@ USER_SOURCE = Source(
         ("provider", "custom_llm_provider"),
     ),
     (
+        ViewSpec("litellm", "model_group", ("model", "provider")),
+        ViewSpec("litellm_key", "api_key", (), "key"),
+        ViewSpec("litellm_user", "user_id", (), "user"),
+    ),
+    (
         ("user_id", "user"),
         ("api_key", "api_key"),
         ("model_group", "model_group"),
@@ -74,41 +148,150 @@ USER_SOURCE = Source(
         ("provider", "custom_llm_provider"),
     ),
 )
+# The spend tables of one entity each, by entity.
 ENTITY_SOURCES = {
-    "team": Source(
-        "LiteLLM_DailyTeamSpend",
-        (("team_id", "team_id"), ("model_group", "model_group")),
-        (("team_id", "team_id"), ("model_group", "model_group")),
-    ),
-    "organization": Source(
+    "team": _entity_source("LiteLLM_DailyTeamSpend", "team", "team_id", "team_id", "team_id"),
+    "organization": _entity_source(
         "LiteLLM_DailyOrganizationSpend",
-        (("organization_id", "organization_id"), ("model_group", "model_group")),
-        (("organization_id", "organization_id"), ("model_group", "model_group")),
+        "organization",
         "organization_id",
+        "organization_id",
+        "organization_id",
+        spend_log_required="organization_id",
     ),
-    "end_user": Source(
-        "LiteLLM_DailyEndUserSpend",
-        (("end_user", "end_user_id"), ("model_group", "model_group")),
-        (("end_user", "end_user"), ("model_group", "model_group")),
-        "end_user",
+    "end_user": _entity_source(
+        "LiteLLM_DailyEndUserSpend", "end_user", "end_user", "end_user_id", "end_user", spend_log_required="end_user"
     ),
-    "tag": Source(
-        "LiteLLM_DailyTagSpend",
-        (("tag", "tag"), ("model_group", "model_group")),
-        (("tag", "tag"), ("model_group", "model_group")),
-    ),
+    "tag": _entity_source("LiteLLM_DailyTagSpend", "tag", "tag", "tag", "tag"),
+    "agent": _entity_source("LiteLLM_DailyAgentSpend", "agent", "agent_id", "agent_id", None),
 }
+SPEND_SOURCES = (USER_SOURCE, *ENTITY_SOURCES.values())
+
+_ERRORS = Measure("failed_requests", "request_errors", "Failed requests by HTTP status code")
+_REQUEST_COUNT = {
+    "spend": Measure("spend", "spend_usd", "Spend in US dollars"),
+    "request_count": Measure("request_count", "requests", "Requests"),
+    "successful_requests": _BY_COLUMN["successful_requests"],
+    "failed_requests": _BY_COLUMN["failed_requests"],
+    "prompt_tokens": _BY_COLUMN["prompt_tokens"],
+    "completion_tokens": _BY_COLUMN["completion_tokens"],
+}
+
+
+def _checks(table: str, id_name: str, entity: str) -> Source:
+    """Guardrail or policy evaluations: one row per id and day."""
+    return Source(
+        table,
+        ((id_name, id_name),),
+        (ViewSpec(f"litellm_{entity}", id_name, (), entity),),
+        measures=(
+            Measure("requests_evaluated", "requests_evaluated", f"Requests the {entity} evaluated"),
+            Measure("passed_count", "requests_passed", f"Requests the {entity} passed"),
+            Measure("blocked_count", "requests_blocked", f"Requests the {entity} blocked"),
+            Measure("flagged_count", "requests_flagged", f"Requests the {entity} flagged"),
+        ),
+        required=("requests_evaluated",),
+        rank="requests_evaluated",
+    )
+
+
+# Tables newer LiteLLM versions keep beside the spend tables; each is read only where it exists.
+ACTIVITY_SOURCES = (
+    Source(
+        "LiteLLM_DailyRequestErrors",
+        (
+            ("model_group", "model_group"),
+            ("status_code", "status_code"),
+            ("api_key", "api_key"),
+            ("team_id", "team_id"),
+            ("user_id", "user_id"),
+        ),
+        (
+            ViewSpec("litellm", "model_group", ("status_code",), name="litellm_request_errors"),
+            ViewSpec("litellm_key", "api_key", ("status_code",), "key", "litellm_key_request_errors"),
+            ViewSpec("litellm_team", "team_id", ("status_code",), "team", "litellm_team_request_errors"),
+            ViewSpec("litellm_user", "user_id", ("status_code",), "user", "litellm_user_request_errors"),
+        ),
+        measures=(_ERRORS,),
+        required=("failed_requests",),
+        rank="failed_requests",
+    ),
+    Source(
+        "LiteLLM_DailyGatewayRequests",
+        (("route", "route"), ("category", "category")),
+        (ViewSpec("litellm_gateway", "route", ("category",)),),
+        measures=(
+            Measure(
+                "requests",
+                "requests",
+                "Requests answered by the proxy, those refused before reaching a model included",
+                sum_of=("successful_requests", "failed_requests"),
+            ),
+            Measure("successful_requests", "requests_successful", "Requests the proxy answered successfully"),
+            Measure("failed_requests", "requests_failed", "Requests the proxy answered with an error"),
+        ),
+        required=("successful_requests", "failed_requests"),
+        rank="requests",
+    ),
+    Source(
+        "LiteLLM_DailyGatewayFailedRequests",
+        (("route", "route"), ("category", "category"), ("status_code", "status_code")),
+        (ViewSpec("litellm_gateway", "route", ("category", "status_code"), name="litellm_gateway_request_errors"),),
+        measures=(
+            Measure(
+                "failed_requests", "request_errors", "Requests the proxy answered with an error, by HTTP status code"
+            ),
+        ),
+        required=("failed_requests",),
+        rank="failed_requests",
+    ),
+    Source(
+        "LiteLLM_DailyModelUsage",
+        (("task_type", "task_type"), ("model_group", "model_group")),
+        (ViewSpec("litellm_task", "task_type", (), "task"),),
+        measures=tuple(_REQUEST_COUNT.values()),
+        required=("spend", "request_count"),
+    ),
+    Source(
+        "LiteLLM_DailyToolSpend",
+        (("tool", "tool_name"),),
+        (ViewSpec("litellm_tool", "tool", (), "tool"),),
+        measures=(
+            Measure("spend", "spend_usd", "Spend in US dollars of requests that called the tool"),
+            Measure("total_tokens", "tokens", "Tokens of requests that called the tool"),
+            Measure("request_count", "requests", "Requests that called the tool"),
+        ),
+        required=("spend", "request_count"),
+    ),
+    _checks("LiteLLM_DailyGuardrailMetrics", "guardrail_id", "guardrail"),
+    _checks("LiteLLM_DailyPolicyMetrics", "policy_id", "policy"),
+    Source(
+        "LiteLLM_DailyGuardrailUsageUnits",
+        (("guardrail_id", "guardrail_id"), ("usage_unit", "usage_unit")),
+        (ViewSpec("litellm_guardrail", "guardrail_id", ("usage_unit",), "guardrail", "litellm_guardrail_usage"),),
+        measures=(
+            Measure("units", "usage_units", "Units of guardrail usage billed by the provider"),
+            Measure("untracked_units", "untracked_usage_units", "Units of guardrail usage with no known price"),
+            Measure("cost", "usage_cost_usd", "Cost in US dollars of guardrail usage"),
+        ),
+        required=("units",),
+        rank="units",
+    ),
+)
+ALL_SOURCES = (*SPEND_SOURCES, *ACTIVITY_SOURCES)
 
 
 @dataclass(frozen=True)
 class View:
-    """One family's grouping of a source: the entity id it is keyed by, the columns grouped
-    beside it, and its cap (entities shown; None for no cap)."""
+    """One family group's grouping of a source, as configured: the entity id it is keyed by,
+    the columns grouped beside it, and its cap (entities shown; None for no cap)."""
 
     family: str
     id: str
     extras: tuple[str, ...]
     cap: int | None
+    entity: str | None = None
+    key: str = ""  # the spec's unique key
 
     @property
     def width(self) -> int:
@@ -120,7 +303,7 @@ class Reading:
     """How one source's rows are read: the daily table's, or LiteLLM_SpendLogs'."""
 
     table: str
-    measures: tuple[str, ...]
+    measures: tuple[Measure, ...]
     relation: sql.Composable  # FROM clause
     position: sql.Composable  # the column a poll's window is cut on: date, or startTime
     start_type: sql.Composable  # the cast of the window's start parameter
@@ -128,35 +311,38 @@ class Reading:
     # column); grouping on the bare column is cheaper, and NULL joins '' after grouping.
     columns: dict[str, sql.Composable]
     values: tuple[sql.Composable, ...]  # one expression per measure
+    rank: sql.Composable  # what capped views rank their entities by
     updated: sql.Composable | None  # updated_at, where the table has it
     required: sql.Composable  # extra WHERE condition, or empty
 
-    @property
-    def spend(self) -> sql.Composable:
-        return self.values[self.measures.index("spend")]
+
+def _column(column: str) -> sql.Composable:
+    # ::text is no cast at all on a text column; status codes are integers.
+    return sql.SQL("d.{}::text").format(sql.Identifier(column))
 
 
 def daily_reading(source: Source, columns: set[str]) -> Reading | None:
-    if not set(CORE_MEASURES) <= columns:
+    if not set(source.required) <= columns:
         return None  # too old a table (LiteLLM 0.1.0's had no request counts)
-    measures = tuple(m.column for m in MEASURES if m.column in columns)
+    measures = tuple(m for m in source.measures if set(m.needs) <= columns)
+    values = tuple(sql.SQL(" + ").join(sql.SQL("d.{}").format(sql.Identifier(c)) for c in m.needs) for m in measures)
     return Reading(
         table=source.table,
         measures=measures,
         relation=sql.SQL("{} d").format(sql.Identifier(source.table)),
         position=sql.SQL("d.date"),
         start_type=sql.SQL("text"),
-        columns={
-            name: sql.SQL("d.{}").format(sql.Identifier(column)) if column in columns else sql.Literal("")
-            for name, column in source.columns
-        },
-        values=tuple(sql.SQL("d.{}").format(sql.Identifier(c)) for c in measures),
+        columns={name: _column(column) if column in columns else sql.Literal("") for name, column in source.columns},
+        values=values,
+        rank=values[[m.column for m in measures].index(source.rank)],
         updated=sql.SQL("d.updated_at") if "updated_at" in columns else None,
         required=sql.SQL(""),
     )
 
 
 def spend_log_reading(source: Source, columns: set[str]) -> Reading | None:
+    if source.spend_log_columns is None:
+        return None
     if source.spend_log_required and source.spend_log_required not in columns:
         return None  # e.g. organization_id, which older spend logs do not have
     expressions: dict[str, sql.Composable] = {}
@@ -176,12 +362,13 @@ def spend_log_reading(source: Source, columns: set[str]) -> Reading | None:
     failed = sql.SQL("CASE WHEN s.status = 'failure' THEN 1 ELSE 0 END") if "status" in columns else sql.SQL("0")
     return Reading(
         table=SPEND_LOGS,
-        measures=CORE_MEASURES,
+        measures=SPEND_LOG_MEASURES,
         relation=relation,
         position=sql.SQL('s."startTime"'),
         start_type=sql.SQL("timestamp"),
         columns=expressions,
         values=(sql.SQL("s.spend"), sql.SQL("1"), failed, sql.SQL("s.prompt_tokens"), sql.SQL("s.completion_tokens")),
+        rank=sql.SQL("s.spend"),
         updated=None,
         required=(
             sql.SQL(" AND coalesce(s.{}, '') <> ''").format(sql.Identifier(source.spend_log_required))
@@ -209,7 +396,7 @@ def rank_query(reading: Reading, views: tuple[View, ...]) -> tuple[sql.Composed,
             sql.SQL("coalesce({}, '') AS {}").format(reading.columns[v.id], sql.Identifier(f"v{i}_id"))
             for i, v in enumerate(capped)
         ),
-        spend=reading.spend,
+        spend=reading.rank,
         rel=reading.relation,
         req=reading.required,
     )
@@ -261,10 +448,11 @@ def sums_query(
             shown = [sql.SQL("CASE WHEN {} THEN {} ELSE {} END").format(outside, sql.Literal(OTHER), id_expr)]
             for extra in view.extras:
                 column = reading.columns[extra]
-                # The overflow entity keeps one series per model group, nothing finer.
+                # The overflow entity keeps one series per model group (and status code, ...),
+                # nothing finer.
                 shown.append(
                     column
-                    if extra == "model_group"
+                    if extra not in FINER
                     else sql.SQL("CASE WHEN {} THEN '' ELSE {} END").format(outside, column)
                 )
         select += [sql.SQL("{} AS {}").format(e, sql.Identifier(n)) for e, n in zip(shown, names, strict=True)]
