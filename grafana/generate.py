@@ -347,6 +347,14 @@ BUDGETS = [
             target("litellm_team_blocked == 1", "team {{team_alias}}", ref="B", instant=True),
         ],
     ),
+    panel(
+        "table",
+        "Budget windows: spend in the current window",
+        [target("sort_desc(litellm_budget_window_spend_usd)", instant=True)],
+        unit="currencyUSD",
+        width=24,
+        description="Budgets with several windows (LiteLLM_BudgetWindowSpend): spend so far in each window.",
+    ),
 ]
 
 HEALTH = [
@@ -452,6 +460,231 @@ HEALTH = [
         [target("litellm_exporter_collector_duration_seconds", "{{collector}}")],
         unit="s",
     ),
+    panel(
+        "stat",
+        "Proxy workers alive",
+        [target("sum(litellm_proxy_workers_alive)", instant=True)],
+        width=6,
+        height=4,
+        description="Worker processes whose heartbeat in LiteLLM_ProxyWorkerHeartbeat is within LiteLLM's liveness"
+        " window.",
+        thresholds=[(None, "red"), (1, "green")],
+    ),
+    panel(
+        "timeseries",
+        "Proxy workers by host",
+        [
+            target("litellm_proxy_workers_alive", "alive {{hostname}}"),
+            target("litellm_proxy_workers_stale", "stale {{hostname}}", ref="B"),
+        ],
+        width=18,
+        height=4,
+    ),
+    panel(
+        "table",
+        "Model deployments: latest health check",
+        [target("litellm_deployment_healthy", instant=True)],
+        description="1 healthy, 0 unhealthy, from each deployment's newest row in LiteLLM_HealthCheckTable.",
+    ),
+    panel(
+        "timeseries",
+        "Model deployments: seconds since last health check",
+        [target("time() - litellm_deployment_last_health_check_timestamp_seconds", "{{model_name}} {{model_id}}")],
+        unit="s",
+    ),
+    panel(
+        "timeseries",
+        "Model deployments: health-check response time",
+        [target("litellm_deployment_health_check_response_time_seconds", "{{model_name}} {{model_id}}")],
+        unit="s",
+    ),
+]
+
+
+STATUS_5XX = 'status_code=~"5.."'
+STATUS_429 = 'status_code="429"'
+
+ACTIVITY = [
+    panel(
+        "timeseries",
+        "429s per second by model group",
+        [
+            target(
+                f"sum by (model_group) (rate(litellm_request_errors_total{{{STATUS_429}, {MODEL}}}{RATE}))",
+                "{{model_group}}",
+            )
+        ],
+        description="Failed requests by status code come from LiteLLM_DailyRequestErrors.",
+    ),
+    panel(
+        "timeseries",
+        "5xx per second by model group",
+        [
+            target(
+                f"sum by (model_group) (rate(litellm_request_errors_total{{{STATUS_5XX}, {MODEL}}}{RATE}))",
+                "{{model_group}}",
+            )
+        ],
+    ),
+    panel(
+        "bargauge",
+        "Errors by status code in range",
+        [
+            target(
+                f"sort_desc(sum by (status_code) (increase(litellm_request_errors_total{{{MODEL}}}{RANGE})))",
+                "{{status_code}}",
+                instant=True,
+            )
+        ],
+        width=8,
+    ),
+    panel(
+        "bargauge",
+        "Top keys by errors in range",
+        [
+            target(
+                f"topk(10, sum by (key_alias, key_hash, status_code)"
+                f" (increase(litellm_key_request_errors_total{{{SHOWN_KEY}, {KEY}, {MODEL}}}{RANGE})))",
+                "{{key_alias}} ({{key_hash}}) {{status_code}}",
+                instant=True,
+            )
+        ],
+        width=8,
+    ),
+    panel(
+        "bargauge",
+        "Top teams by errors in range",
+        [
+            target(
+                f"topk(10, sum by (team_alias, status_code)"
+                f" (increase(litellm_team_request_errors_total{{{SHOWN_TEAM}, {TEAM}, {MODEL}}}{RANGE})))",
+                "{{team_alias}} {{status_code}}",
+                instant=True,
+            )
+        ],
+        width=8,
+    ),
+    panel(
+        "timeseries",
+        "Gateway: requests and failures per second",
+        [
+            target(f"sum(rate(litellm_gateway_requests_total{RATE}))", "requests"),
+            target(f"sum(rate(litellm_gateway_requests_failed_total{RATE}))", "failed", ref="B"),
+        ],
+        description="Every request the proxy answered (LiteLLM_DailyGatewayRequests), those it refused before"
+        " calling a model (bad keys, its own rate limits) included: they never become spend logs.",
+    ),
+    panel(
+        "timeseries",
+        "Gateway failures by route and status code",
+        [
+            target(
+                f"sum by (route, status_code) (rate(litellm_gateway_request_errors_total{RATE}))",
+                "{{route}} {{status_code}}",
+            )
+        ],
+    ),
+    panel(
+        "timeseries",
+        "Mean response time by model group",
+        [
+            target(
+                f"sum by (model_group) (rate(litellm_response_time_seconds_total{{{MODEL}}}{RATE}))"
+                f" / sum by (model_group) (rate(litellm_timed_requests_total{{{MODEL}}}{RATE}))",
+                "{{model_group}}",
+            )
+        ],
+        unit="s",
+        description="Successful requests only, exact, from the daily tables (no spend logs needed).",
+    ),
+    panel(
+        "stat",
+        "Savings in range",
+        [
+            target(f"sum(increase(litellm_prompt_caching_savings_usd_total{RANGE}))", "prompt caching", instant=True),
+            target(f"sum(increase(litellm_compression_savings_usd_total{RANGE}))", "compression", "B", True),
+            target(
+                f"sum(increase(litellm_gateway_injected_caching_savings_usd_total{RANGE}))",
+                "injected cache points",
+                "C",
+                True,
+            ),
+            target(f"sum(increase(litellm_autorouter_savings_usd_total{RANGE}))", "auto-router", "D", True),
+        ],
+        unit="currencyUSD",
+    ),
+    panel(
+        "bargauge",
+        "Spend by task type in range",
+        [
+            target(
+                f"sort_desc(sum by (task_type) (increase(litellm_task_spend_usd_total{{{MODEL}}}{RANGE})))",
+                "{{task_type}}",
+                instant=True,
+            )
+        ],
+        unit="currencyUSD",
+    ),
+    panel(
+        "bargauge",
+        "Top tools by spend in range",
+        [
+            target(
+                f'topk(10, sum by (tool) (increase(litellm_tool_spend_usd_total{{tool!="__other__"}}{RANGE})))',
+                "{{tool}}",
+                instant=True,
+            )
+        ],
+        unit="currencyUSD",
+        width=8,
+    ),
+    panel(
+        "bargauge",
+        "Top agents by spend in range",
+        [
+            target(
+                "topk(10, sum by (agent_id)"
+                f' (increase(litellm_agent_spend_usd_total{{agent_id!="__other__"}}{RANGE})))',
+                "{{agent_id}}",
+                instant=True,
+            )
+        ],
+        unit="currencyUSD",
+        width=8,
+    ),
+    panel(
+        "bargauge",
+        "Guardrails: blocked in range",
+        [
+            target(
+                f"topk(10, sum by (guardrail_id) (increase(litellm_guardrail_requests_blocked_total{RANGE})))",
+                "{{guardrail_id}}",
+                instant=True,
+            )
+        ],
+        width=8,
+    ),
+    panel(
+        "timeseries",
+        "Guardrail and policy outcomes per second",
+        [
+            target(f"sum(rate(litellm_guardrail_requests_evaluated_total{RATE}))", "guardrails: evaluated"),
+            target(f"sum(rate(litellm_guardrail_requests_blocked_total{RATE}))", "guardrails: blocked", ref="B"),
+            target(f"sum(rate(litellm_guardrail_requests_flagged_total{RATE}))", "guardrails: flagged", ref="C"),
+            target(f"sum(rate(litellm_policy_requests_blocked_total{RATE}))", "policies: blocked", ref="D"),
+        ],
+    ),
+    panel(
+        "timeseries",
+        "Guardrail usage cost per hour",
+        [
+            target(
+                f"sum by (guardrail_id) (rate(litellm_guardrail_usage_cost_usd_total{RATE})) * 3600",
+                "{{guardrail_id}}",
+            )
+        ],
+        unit="currencyUSD",
+    ),
 ]
 
 
@@ -486,6 +719,7 @@ DASHBOARDS = {
     "litellm-overview.json": dashboard("litellm-overview", "LiteLLM: spend and usage", OVERVIEW),
     "litellm-budgets.json": dashboard("litellm-budgets", "LiteLLM: budgets", BUDGETS),
     "litellm-health.json": dashboard("litellm-health", "LiteLLM: health", HEALTH),
+    "litellm-activity.json": dashboard("litellm-activity", "LiteLLM: errors, gateway, savings, tools", ACTIVITY),
 }
 
 

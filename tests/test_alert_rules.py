@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from exporter.config import parse
 from exporter.demo.traffic import Request
+from exporter.demo.writer import ProxyRecords
 
 from .support.exporters import poll, scrape
+from .support.fake_proxy import FakeProxy
 from .support.tools import require
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,6 +35,11 @@ RULE_FILES = [
         REPO / "prometheus" / "rules" / "litellm-database.rules.yml",
         REPO / "prometheus" / "tests" / "litellm-database.test.yml",
         1,
+    ),
+    (
+        REPO / "prometheus" / "rules" / "litellm-health.rules.yml",
+        REPO / "prometheus" / "tests" / "litellm-health.test.yml",
+        11,
     ),
 ]
 BY_NAME = pytest.mark.parametrize(("rules", "tests", "count"), RULE_FILES, ids=[r.name for r, _, _ in RULE_FILES])
@@ -84,7 +92,7 @@ def test_alertmanager_example_is_valid_and_routes_by_severity():
         assert routed.stdout.strip() == receiver, routed.stdout + routed.stderr
 
 
-def test_rules_only_use_metrics_the_exporter_serves(make_exporter, entities, writer, conn):
+def test_rules_only_use_metrics_the_exporter_serves(make_exporter, entities, writer, conn, litellm_dsn):
     entities.team("t1", "Search", max_budget=10.0, soft_budget=5.0, blocked=True, budget_reset_at=datetime(2026, 12, 1))
     token = entities.key(
         "sk-1",
@@ -96,15 +104,30 @@ def test_rules_only_use_metrics_the_exporter_serves(make_exporter, entities, wri
         expires=datetime(2026, 12, 1),
         budget_id=entities.budget("b1", soft_budget=1.0),
     )
-    writer.record(Request(token, "gpt-4o", "gpt-4o", "openai", 1.0, 1, 1, datetime.now(timezone.utc), team_id="t1"))
+    now = datetime.now(timezone.utc)
+    writer.record(Request(token, "gpt-4o", "gpt-4o", "openai", 1.0, 1, 1, now, team_id="t1"))
+    writer.record(Request(token, "gpt-4o", "gpt-4o", "openai", 0.0, 1, 0, now, success=False, status_code=429))
     writer.flush()
-    exporter = make_exporter()
-    poll(exporter)
-    served = set(scrape(exporter))
+    records = ProxyRecords(conn)
+    records.beat("w1", "pod-a")
+    records.health_check("gpt-4o", "dep-1", healthy=False, checked_at=now)
+    proxy = FakeProxy("new")
+    try:
+        config = parse({"database": {"dsn": litellm_dsn}, "collectors": {"proxy": {"targets": [proxy.url]}}})
+        exporter = make_exporter(config)
+        poll(exporter)
+        served = set(scrape(exporter))
+    finally:
+        proxy.close()
     expressions = " ".join(
-        rule["expr"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]
+        rule["expr"]
+        for rules, _, _ in RULE_FILES
+        for group in yaml.safe_load(rules.read_text())["groups"]
+        for rule in group["rules"]
     )
     named = set(re.findall(r"\blitellm_[a-z_]+\b(?![\[\w])", expressions))
+    # Served by a standby only; tests/test_replica.py reads it from a real one.
+    named.discard("litellm_db_replication_lag_seconds")
     assert named and named <= served, named - served
     for pattern in re.findall(r'__name__=~"(litellm_[^"]+)"', expressions):
         assert any(re.fullmatch(pattern, name) for name in served), pattern

@@ -20,8 +20,8 @@ import yaml
 
 from exporter.app import Exporter
 from exporter.config import parse
-from exporter.demo.traffic import random_requests
-from exporter.demo.writer import SpendWriter, add_budgets
+from exporter.demo.traffic import random_rejections, random_requests
+from exporter.demo.writer import ProxyRecords, SpendWriter, add_budgets
 
 from .support.fake_proxy import FakeProxy
 from .support.process import free_port
@@ -29,6 +29,7 @@ from .support.tools import require
 
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARDS = sorted((REPO / "grafana" / "dashboards").glob("*.json"))
+RULE_FILES = sorted((REPO / "prometheus" / "rules").glob("*.rules.yml"))
 
 
 def load_generator():
@@ -137,7 +138,7 @@ class Prometheus:
             yaml.safe_dump(
                 {
                     "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                    "rule_files": [str(REPO / "prometheus/rules/litellm-budgets.rules.yml")],
+                    "rule_files": [str(path) for path in RULE_FILES],
                     "scrape_configs": [
                         {
                             "job_name": "litellm-exporter",
@@ -185,7 +186,13 @@ def live_stack(tmp_path, litellm_dsn, conn, world, rng):
     conn.execute("""UPDATE "LiteLLM_TeamTable" SET blocked = true WHERE team_id = 'team-0'""")
     writer = SpendWriter(conn)
     writer.record(*random_requests(rng, world, 500, now - timedelta(days=3), now))
+    for route, code in random_rejections(rng, 20):
+        writer.reject(now, route, code)
     writer.flush(now)
+    records = ProxyRecords(conn)
+    records.health_check("gpt-4o", "dep-1", healthy=True, checked_at=now - timedelta(minutes=2))
+    records.health_check("gpt-4o", "dep-2", healthy=False, checked_at=now - timedelta(minutes=1))
+    records.window_spend("team", "team-1", "1h", now.replace(minute=0, second=0, microsecond=0), 1.25)
     conn.execute('ANALYZE "LiteLLM_SpendLogs"')  # as autovacuum would: the row estimate needs it
     proxy = FakeProxy("old")
     port = free_port()
@@ -199,10 +206,14 @@ def live_stack(tmp_path, litellm_dsn, conn, world, rng):
     def write_live() -> None:
         with psycopg.connect(litellm_dsn, autocommit=True) as live:
             live_writer = SpendWriter(live)
+            workers = ProxyRecords(live)
             while not stop.wait(0.5):
                 end = datetime.now(timezone.utc)
                 live_writer.record(*random_requests(rng, world, 10, end - timedelta(seconds=20), end))
+                live_writer.reject(end, "/chat/completions", 401)
                 live_writer.flush(end)
+                workers.beat("worker-1", "litellm-0")
+                workers.beat("worker-2", "litellm-1")
 
     thread = threading.Thread(target=write_live, daemon=True)
     thread.start()
@@ -248,11 +259,12 @@ def test_every_panel_and_alert_expression_evaluates_against_the_live_exporter(li
                 values = prometheus.api(f"label/{match.group(2)}/values", **{"match[]": match.group(1)})
                 assert values["data"], variable["name"]
 
-    rules = yaml.safe_load((REPO / "prometheus/rules/litellm-budgets.rules.yml").read_text())
-    for group in rules["groups"]:
-        for rule in group["rules"]:
-            answer = prometheus.query(rule["expr"])
-            assert answer.get("status") == "success", (rule["alert"], answer.get("error"))
+    rules = [
+        rule for path in RULE_FILES for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"]
+    ]
+    for rule in rules:
+        answer = prometheus.query(rule["expr"])
+        assert answer.get("status") == "success", (rule["alert"], answer.get("error"))
     loaded = prometheus.api("rules")["data"]["groups"]
-    assert {r["name"] for g in loaded for r in g["rules"]} == {r["alert"] for g in rules["groups"] for r in g["rules"]}
+    assert {r["name"] for g in loaded for r in g["rules"]} == {rule["alert"] for rule in rules}
     assert all(r["health"] == "ok" for g in loaded for r in g["rules"])
