@@ -32,7 +32,11 @@ BEGIN
         'LiteLLM_VerificationToken', 'LiteLLM_DeletedVerificationToken',
         'LiteLLM_TeamTable', 'LiteLLM_DeletedTeamTable', 'LiteLLM_TeamMembership',
         'LiteLLM_UserTable', 'LiteLLM_OrganizationTable', 'LiteLLM_EndUserTable',
-        'LiteLLM_TagTable', 'LiteLLM_BudgetTable'
+        'LiteLLM_TagTable', 'LiteLLM_BudgetTable',
+        'LiteLLM_DailyAgentSpend', 'LiteLLM_DailyRequestErrors', 'LiteLLM_DailyGatewayRequests',
+        'LiteLLM_DailyGatewayFailedRequests', 'LiteLLM_DailyModelUsage', 'LiteLLM_DailyToolSpend',
+        'LiteLLM_DailyGuardrailMetrics', 'LiteLLM_DailyPolicyMetrics', 'LiteLLM_DailyGuardrailUsageUnits',
+        'LiteLLM_BudgetWindowSpend', 'LiteLLM_ProxyWorkerHeartbeat', 'LiteLLM_HealthCheckTable'
     ] LOOP
         IF to_regclass(format('%I', t)) IS NOT NULL THEN
             EXECUTE format('GRANT SELECT ON TABLE %I TO litellm_exporter', t);

@@ -604,7 +604,7 @@ ACTIVITY = [
             target(f"sum(increase(litellm_prompt_caching_savings_usd_total{RANGE}))", "prompt caching", instant=True),
             target(f"sum(increase(litellm_compression_savings_usd_total{RANGE}))", "compression", "B", True),
             target(
-                f"sum(increase(litellm_gateway_injected_caching_savings_usd_total{RANGE}))",
+                f"sum(increase(litellm_injected_caching_savings_usd_total{RANGE}))",
                 "injected cache points",
                 "C",
                 True,

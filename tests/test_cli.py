@@ -51,7 +51,7 @@ def test_command_serves_counters_that_match_the_database(running, litellm_dsn, w
     samples = exporter.samples()
     assert samples["litellm_db_up"] == {frozenset(): 1.0}
     assert samples["litellm_exporter_collector_success"] == {
-        frozenset({("collector", name)}): 1.0 for name in ("usage", "database", "budgets", "latency")
+        frozenset({("collector", name)}): 1.0 for name in ("usage", "database", "budgets", "latency", "proxy_state")
     }
     assert set(samples["litellm_exporter_collector_duration_seconds"]) == set(
         samples["litellm_exporter_collector_last_success_timestamp_seconds"]
@@ -156,7 +156,8 @@ def test_the_log_says_why_once_while_the_exporter_retries(running):
     time.sleep(3)  # ten polls of every collector, and the watcher's tries
     assert exporter.stop() == 0
     lines = [line for line in exporter.stderr().splitlines() if "connection refused by" in line]
-    # One line from the watcher, and one per collector as it starts failing: never one per poll.
-    assert lines and len(lines) <= 1 + 4, lines
+    # One line from the watcher, and one per database collector as it starts failing: never one
+    # per poll (usage, budgets, latency, database, proxy_state).
+    assert lines and len(lines) <= 1 + 5, lines
     assert all(f"connection refused by 127.0.0.1:{port}" in line for line in lines)
     assert "Traceback" not in exporter.stderr()

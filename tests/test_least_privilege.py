@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,9 +12,10 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from exporter.config import parse
 from exporter.demo.traffic import random_requests
+from exporter.demo.writer import ProxyRecords
 
 from .support.exporters import poll, scrape
-from .support.ground_truth import mismatches
+from .support.ground_truth import activity_expected, differences, mismatches
 
 SCRIPT = Path(__file__).resolve().parent.parent / "docs" / "least-privilege.sql"
 
@@ -37,13 +39,34 @@ def test_every_collector_works_as_the_read_only_role(make_exporter, exporter_rol
             rng, world, 200, clock.now - clock.now.replace(hour=0) and clock.now.replace(hour=0), clock.now
         )
     )
+    writer.reject(clock.now, "/chat/completions", 401)
     writer.flush(clock.now)
+    records = ProxyRecords(conn)
+    records.beat("w1", "pod-a")
+    records.health_check("gpt-4o", "dep-1", healthy=True, checked_at=clock.now)
+    records.window_spend("team", "team-0", "1h", clock.now, 1.0)
     exporter = make_exporter(parse({"database": {"dsn": exporter_role_dsn}}))
     poll(exporter)  # fails the test if any collector fails
     samples = scrape(exporter)
     assert mismatches(conn, samples) == []
     assert samples["litellm_db_up"] == {frozenset(): 1.0}
     assert "litellm_spend_logs_latest_timestamp_seconds" in samples
+    assert differences(activity_expected(conn), samples) == []
+    assert samples["litellm_proxy_workers_alive"] == {frozenset({("hostname", "pod-a")}): 1.0}
+    assert samples["litellm_deployment_healthy"]
+    assert samples["litellm_budget_window_spend_usd"]
+
+
+def test_the_script_grants_every_table_the_exporter_reads():
+    # A table left out is not an error: the role cannot see it, so its families quietly vanish.
+    from exporter.collectors import budgets, proxy_state
+    from exporter.collectors.usage import collector, sources
+
+    read = {s.table for s in sources.ALL_SOURCES} | set(collector._METADATA_TABLES) | {sources.SPEND_LOGS}
+    read |= {spec.table for spec in budgets.SPECS} | {budgets.BUDGET_TABLE, budgets.WINDOW_TABLE}
+    read |= {proxy_state.HEARTBEATS, proxy_state.HEALTH_CHECKS}
+    granted = set(re.findall(r"'(LiteLLM_\w+)'", SCRIPT.read_text()))
+    assert read <= granted, read - granted
 
 
 def test_the_role_cannot_write_or_read_other_tables(exporter_role_dsn):

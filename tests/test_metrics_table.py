@@ -11,7 +11,7 @@ from prometheus_client import generate_latest
 
 from exporter.demo.metrics_table import table
 from exporter.demo.traffic import random_requests
-from exporter.demo.writer import add_budgets
+from exporter.demo.writer import ProxyRecords, add_budgets
 
 from .support.exporters import make_config, parse_samples, poll
 from .support.fake_proxy import FakeProxy
@@ -21,8 +21,13 @@ METRICS = Path(__file__).resolve().parent.parent / "METRICS.md"
 
 def test_metrics_md_is_what_the_exposition_serves(make_exporter, writer, rng, world, clock, conn, litellm_dsn):
     writer.record(*random_requests(rng, world, 400, clock.now - timedelta(days=3), clock.now))
+    writer.reject(clock.now, "/chat/completions", 401)
     writer.flush(clock.now)
     add_budgets(conn, world, clock.now)
+    records = ProxyRecords(conn)
+    records.beat("worker-1", "litellm-0")
+    records.health_check("gpt-4o", "dep-1", healthy=True, checked_at=clock.now)
+    records.window_spend("team", "team-1", "1h", clock.now, 1.0)
     proxy = FakeProxy("old")  # an older proxy reports its version: litellm_proxy_info
     try:
         config = make_config(litellm_dsn)

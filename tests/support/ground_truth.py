@@ -27,7 +27,7 @@ GLOBAL_ONLY = {
     "timed_requests": "d.timed_requests",
     "prompt_caching_savings_usd": "d.prompt_caching_savings_spend",
     "compression_savings_usd": "d.compression_savings_spend",
-    "gateway_injected_caching_savings_usd": "d.gateway_injected_caching_savings_spend",
+    "injected_caching_savings_usd": "d.gateway_injected_caching_savings_spend",
     "autorouter_savings_usd": "d.autorouter_savings_spend",
     "compression_saved_tokens": "d.compression_saved_tokens",
 }

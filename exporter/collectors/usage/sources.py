@@ -64,7 +64,7 @@ MEASURES = (
     Measure("compression_savings_spend", "compression_savings_usd", "US dollars saved by prompt compression", False),
     Measure(
         "gateway_injected_caching_savings_spend",
-        "gateway_injected_caching_savings_usd",
+        "injected_caching_savings_usd",
         "US dollars saved by cache points the proxy injected",
         False,
     ),
