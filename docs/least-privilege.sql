@@ -36,7 +36,9 @@ BEGIN
         'LiteLLM_DailyAgentSpend', 'LiteLLM_DailyRequestErrors', 'LiteLLM_DailyGatewayRequests',
         'LiteLLM_DailyGatewayFailedRequests', 'LiteLLM_DailyModelUsage', 'LiteLLM_DailyToolSpend',
         'LiteLLM_DailyGuardrailMetrics', 'LiteLLM_DailyPolicyMetrics', 'LiteLLM_DailyGuardrailUsageUnits',
-        'LiteLLM_BudgetWindowSpend', 'LiteLLM_ProxyWorkerHeartbeat', 'LiteLLM_HealthCheckTable'
+        'LiteLLM_BudgetWindowSpend', 'LiteLLM_ProxyWorkerHeartbeat', 'LiteLLM_HealthCheckTable',
+        -- Prisma's migration history: which LiteLLM schema this is, for the status page.
+        '_prisma_migrations'
     ] LOOP
         IF to_regclass(format('%I', t)) IS NOT NULL THEN
             EXECUTE format('GRANT SELECT ON TABLE %I TO litellm_exporter', t);

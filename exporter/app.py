@@ -6,8 +6,9 @@ import dataclasses
 import signal
 import threading
 from collections.abc import Callable
+from typing import Any
 
-from . import webconfig
+from . import status, webconfig
 from .cardinality import CapReport
 from .collectors.base import Collector
 from .collectors.budgets import BudgetsCollector
@@ -75,6 +76,7 @@ class Exporter:
                 self.runner,
                 self.security,
                 reload if self.config.web.enable_lifecycle else None,
+                status=self.status,
                 max_connections=self.config.web.max_connections,
                 request_timeout=self.config.web.request_timeout,
             )
@@ -83,6 +85,10 @@ class Exporter:
             raise
         self._server.serve_in_background()
         self.runner.start()
+
+    def status(self) -> dict[str, Any]:
+        """What the landing page and /status show."""
+        return status.collect(self.runner, self.db.display_dsn)
 
     def reload(self, config: Config) -> tuple[bool, str]:
         """Apply a reloaded configuration without losing counter state or a scrape.

@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import psycopg_pool
+import yaml
 
 from . import __version__, logs, webconfig
 from .app import Exporter, stop_on_signals
-from .config import Config, ConfigError, load
+from .config import DSN_VARIABLES, ENVIRONMENT, Config, ConfigError, resolve, to_document
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -23,14 +25,29 @@ EXIT_CONFIG = 2
 log = logging.getLogger(__name__)
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="litellm-exporter",
         description="Prometheus exporter for the LiteLLM proxy's PostgreSQL database.",
-        epilog="litellm-exporter demo --help: run against a scratch database filled with generated traffic.",
+        epilog="The database: --dsn, else database.dsn in --config, else "
+        + ", else ".join(f"${name}" for name in DSN_VARIABLES)
+        + ". Environment: "
+        + ", ".join(f"{name} ({flag})" for name, (flag, _) in ENVIRONMENT.items())
+        + ". litellm-exporter demo --help: run against a scratch database filled with generated traffic.",
     )
     parser.add_argument(
-        "--config", default="config.yaml", metavar="PATH", help="configuration file (default: %(default)s)"
+        "--dsn",
+        metavar="URL",
+        help="the LiteLLM database, postgresql://USER:PASSWORD@HOST:PORT/DB (overrides database.dsn and "
+        + " and ".join(DSN_VARIABLES)
+        + ")",
+    )
+    parser.add_argument(
+        "--config", metavar="PATH", help="configuration file (default: none; every setting has a built-in default)"
     )
     parser.add_argument("--listen", metavar="HOST:PORT", help="address to serve /metrics on (overrides web.listen)")
     parser.add_argument(
@@ -47,12 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--check-config", action="store_true", help="validate the configuration, print problems, exit 0 or 2"
     )
     parser.add_argument(
-        "--log-level",
-        default="info",
-        choices=("debug", "info", "warning", "error"),
-        help="log level (default: %(default)s)",
+        "--print-config",
+        action="store_true",
+        help="print the effective configuration as YAML that --config accepts (the password redacted), then exit",
     )
-    parser.add_argument("--log-format", default="text", choices=("text", "json"), help="log format (default: text)")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, help="log level (default: info)")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, help="log format (default: text)")
     parser.add_argument("--version", action="version", version=f"litellm-exporter {__version__}")
     return parser
 
@@ -64,11 +81,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return command.main(argv[1:])
     args = build_parser().parse_args(argv)
+    try:
+        names = _from_environment(args, os.environ)
+    except ConfigError as exc:
+        return _config_error(exc)
+    written_dsn = ""
 
     def load_config() -> Config:
-        """The file with the flags applied, its web config file checked too; at start and on reload."""
-        config = load(args.config).with_overrides(
-            listen=args.listen, poll_interval=args.poll_interval, web_config=args.web_config
+        """The file (if any) with the flags applied, its web config file checked too; at start
+        and on reload."""
+        nonlocal written_dsn
+        config, written_dsn = resolve(args.config, dsn=args.dsn)
+        config = config.with_overrides(
+            listen=args.listen, poll_interval=args.poll_interval, web_config=args.web_config, names=names
         )
         if config.web.config_file:
             webconfig.load(config.web.config_file)
@@ -77,14 +102,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config()
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"litellm-exporter: {problem}", file=sys.stderr)
-        return EXIT_CONFIG
+        return _config_error(exc)
+    if args.print_config:
+        sys.stdout.write(_printed(config, written_dsn))
+        return EXIT_OK
     if args.check_config:
-        print(f"{args.config}: configuration is valid")
+        print(f"{args.config or 'the built-in defaults'}: configuration is valid")
         return EXIT_OK
 
-    logs.setup(args.log_level, args.log_format)
+    logs.setup(args.log_level or "info", args.log_format or "text")
 
     def reload() -> tuple[bool, str]:
         try:
@@ -102,9 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         exporter = Exporter(config)
     except ConfigError as exc:  # the web config file changed since it was checked above
-        for problem in exc.problems:
-            print(f"litellm-exporter: {problem}", file=sys.stderr)
-        return EXIT_CONFIG
+        return _config_error(exc)
     try:
         exporter.start(reload=reload)
     except psycopg_pool.PoolTimeout:
@@ -132,6 +156,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("shutting down")
     exporter.stop()
     return EXIT_OK
+
+
+def _config_error(exc: ConfigError) -> int:
+    for problem in exc.problems:
+        print(f"litellm-exporter: {problem}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def _from_environment(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, str]:
+    """Fill the flags not given from their LITELLM_EXPORTER_* variables; returns, by flag, the
+    variable each value came from, so that a problem names what the user set."""
+    names = {}
+    choices = {"--log-level": LOG_LEVELS, "--log-format": LOG_FORMATS}
+    for variable, (flag, _) in ENVIRONMENT.items():
+        attribute = flag.removeprefix("--").replace("-", "_")
+        value = environ.get(variable)
+        if value is None or getattr(args, attribute) is not None:
+            continue
+        if flag in choices and value not in choices[flag]:
+            raise ConfigError([f"{variable}: expected one of {', '.join(choices[flag])}, got {value!r}"])
+        setattr(args, attribute, value)
+        names[flag] = variable
+    return names
+
+
+def _printed(config: Config, dsn: str) -> str:
+    document = to_document(config, dsn)
+    header = "# litellm-exporter's effective configuration (litellm-exporter --print-config).\n"
+    if "REDACTED" in yaml.safe_dump(document):
+        header += "# A password is REDACTED: put it back, or write os.environ/NAME to read it from a variable.\n"
+    return header + yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
 
 
 def _tune_interpreter() -> None:

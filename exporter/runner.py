@@ -32,6 +32,23 @@ class _State:
     families_at: float | None = None  # monotonic time the families were produced
     failures: Counter[Reason] = field(default_factory=Counter)
     failing_reason: Reason | None = None
+    last_poll: float | None = None  # wall-clock time the last poll finished
+    last_error: str | None = None  # the last failed poll's reason and message, until one succeeds
+
+
+@dataclass(frozen=True)
+class CollectorStatus:
+    """One collector as the status page shows it."""
+
+    name: str
+    enabled: bool
+    interval: float
+    last_poll: float | None
+    last_success: float | None
+    duration: float | None
+    success: bool | None
+    error: str | None
+    failures: int
 
 
 class Runner:
@@ -159,6 +176,8 @@ class Runner:
                 state.duration = duration
                 reason = classify(exc)
                 state.failures[reason] += 1
+                state.last_poll = self._wall_clock()
+                state.last_error = f"{reason.value}: {describe(exc)}"
                 if reason is Reason.DATABASE_UNAVAILABLE:
                     self._database_down.set()
                 if replacement is not None:
@@ -190,9 +209,10 @@ class Runner:
             state.polled = True
             state.success = True
             state.duration = duration
-            state.last_success = self._wall_clock()
+            state.last_success = state.last_poll = self._wall_clock()
             state.families_at = self._monotonic()
             state.failing_reason = None
+            state.last_error = None
         if recovered:
             log.info("collector %s recovered", collector.name)
         return True
@@ -202,6 +222,28 @@ class Runner:
         enabled = {c.name for c in self.collectors}
         with self._lock:
             return all(self._states[name].last_success is not None for name in enabled)
+
+    @property
+    def database_problem(self) -> str | None:
+        """Why the database cannot be reached, while it cannot (the watcher's last try)."""
+        return self._database_problem if self._database_down.is_set() else None
+
+    def status(self) -> list[CollectorStatus]:
+        with self._lock:
+            return [
+                CollectorStatus(
+                    name=c.name,
+                    enabled=c.enabled,
+                    interval=c.interval,
+                    last_poll=(state := self._states[c.name]).last_poll,
+                    last_success=state.last_success,
+                    duration=state.duration if state.polled else None,
+                    success=state.success if state.polled else None,
+                    error=state.last_error,
+                    failures=sum(state.failures.values()),
+                )
+                for c in self._collectors
+            ]
 
     def problems(self) -> list[str]:
         """What the collectors found wrong with the database, one sentence each."""

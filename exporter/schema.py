@@ -163,6 +163,14 @@ def _format_seconds(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+def format_duration(seconds: float) -> str:
+    """A duration as the configuration writes it, in the largest unit that divides it."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{round(seconds * 1000)}ms"
+
+
 def choice(*options: str) -> Validator:
     def check(path: str, value: Any) -> str:
         if value not in options:
@@ -287,6 +295,15 @@ class Section:
 
 def section(fields: Mapping[str, Field]) -> Section:
     return Section(fields)
+
+
+def subsection(root: Section, *path: str) -> Section:
+    """The section at a dotted path under ``root``."""
+    for key in path:
+        found = root.fields[key].validate
+        assert isinstance(found, Section), key
+        root = found
+    return root
 
 
 def optional_section(fields: Mapping[str, Field]) -> Validator:

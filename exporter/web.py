@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import html
 import io
+import json
 import logging
 import selectors
 import socket
@@ -18,24 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from . import __version__
+from . import __version__, status
 from .exposition import Exposition
 from .runner import Runner
 from .webconfig import WebSecurity
 
 log = logging.getLogger(__name__)
-
-_LANDING = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>litellm-exporter</title></head>
-<body><h1>litellm-exporter {version}</h1>
-<p>Prometheus metrics from the LiteLLM proxy's database.</p>
-<ul>
-<li><a href="metrics">/metrics</a>: the metrics</li>
-<li><a href="healthz">/healthz</a>: the process is alive</li>
-<li><a href="ready">/ready</a>: every collector has completed a poll</li>
-</ul></body></html>
-"""
-
 
 _TEXT = "text/plain; charset=utf-8"
 # Sent on every response; operators can add or override them in the web config file.
@@ -107,8 +95,11 @@ class _Handler(BaseHTTPRequestHandler):
                 body = gzip.compress(body, compresslevel=5)
             self._send(200, content_type, body, send_body, extra={"Content-Encoding": "gzip"} if gzipped else None)
         elif path == "/":
-            page = _LANDING.format(version=html.escape(__version__)).encode()
+            page = status.render_html(self.server.status()).encode()
             self._send(200, "text/html; charset=utf-8", page, send_body)
+        elif path == "/status":
+            body = json.dumps(self.server.status(), indent=2).encode() + b"\n"
+            self._send(200, "application/json", body, send_body)
         elif path == "/healthz":
             self._send(200, _TEXT, b"ok\n", send_body)
         elif path == "/ready":
@@ -173,6 +164,7 @@ class ExporterHTTPServer(socketserver.TCPServer):
         security: WebSecurity | None = None,
         reload: Callable[[], tuple[bool, str]] | None = None,
         *,
+        status: Callable[[], dict[str, Any]] | None = None,
         max_connections: int = 1024,
         request_timeout: float = 10.0,
         workers: int = 8,
@@ -184,6 +176,7 @@ class ExporterHTTPServer(socketserver.TCPServer):
         self.runner = runner
         self.security = security or WebSecurity()
         self.reload = reload
+        self.status = status or (lambda: {})
         self.max_connections = max_connections
         self.request_timeout = request_timeout
         self._workers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="http")

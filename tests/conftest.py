@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from exporter import config as config_module
 from exporter.app import Exporter
@@ -17,6 +18,7 @@ from exporter.demo.writer import Entities, SpendWriter, seed_world
 
 from .support import pg
 from .support.exporters import FakeClock, make_config
+from .support.tcp_proxy import TcpProxy
 
 
 @pytest.fixture(scope="session")
@@ -93,3 +95,19 @@ def make_exporter(litellm_dsn: str, clock: FakeClock) -> Iterator[Callable[..., 
     yield factory
     for exporter in made:
         exporter.db.close()
+
+
+@pytest.fixture
+def tcp_proxy(litellm_dsn: str) -> Iterator[TcpProxy]:
+    """A TCP hop to the test database that a test can cut (``down``) or black-hole (``hang``)."""
+    params = conninfo_to_dict(litellm_dsn)
+    proxy = TcpProxy(params.get("host") or "127.0.0.1", int(params.get("port") or 5432))
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def proxied_dsn(litellm_dsn: str, tcp_proxy: TcpProxy) -> str:
+    params = conninfo_to_dict(litellm_dsn)
+    params.update(host="127.0.0.1", port=str(tcp_proxy.port))
+    return make_conninfo(**params)

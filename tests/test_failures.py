@@ -6,13 +6,10 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 
 import psycopg
-import pytest
 from prometheus_client import generate_latest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from exporter.app import Exporter
 from exporter.config import parse
@@ -21,22 +18,6 @@ from .support.exporters import scrape
 from .support.ground_truth import mismatches
 from .support.history import load_history
 from .support.process import free_port
-from .support.tcp_proxy import TcpProxy
-
-
-@pytest.fixture
-def tcp_proxy(litellm_dsn: str) -> Iterator[TcpProxy]:
-    params = conninfo_to_dict(litellm_dsn)
-    proxy = TcpProxy(params.get("host") or "127.0.0.1", int(params.get("port") or 5432))
-    yield proxy
-    proxy.close()
-
-
-@pytest.fixture
-def proxied_dsn(litellm_dsn: str, tcp_proxy: TcpProxy) -> str:
-    params = conninfo_to_dict(litellm_dsn)
-    params.update(host="127.0.0.1", port=str(tcp_proxy.port))
-    return make_conninfo(**params)
 
 
 def config_for(dsn: str, **database: object):

@@ -83,6 +83,14 @@ class DatabaseCollector(Collector):
                         sql.Identifier(SPEND_LOGS)
                     ),
                 )
+            (tables,) = _one(
+                conn,
+                sql.SQL(
+                    "SELECT count(*)::float8 FROM pg_catalog.pg_tables"
+                    " WHERE schemaname = current_schema() AND tablename LIKE 'LiteLLM\\_%'"
+                ),
+            )
+            migration = _latest_migration(conn)
         problem = None
         if not found:
             problem = (
@@ -97,6 +105,15 @@ class DatabaseCollector(Collector):
             gauge("litellm_db_probe_duration_seconds", "How long a trivial query took on the last probe.", latency),
             gauge("litellm_db_info", "The database server's version; always 1.", 1.0, version=version),
             gauge("litellm_db_size_bytes", "The LiteLLM database's size on disk.", size),
+            gauge("litellm_db_litellm_tables", "LiteLLM's tables in the schema the exporter reads.", tables),
+            build(
+                "litellm_db_schema_migration_info",
+                "The newest LiteLLM migration applied to the database (Prisma's _prisma_migrations); always 1."
+                " No sample where that table is missing or not readable.",
+                "gauge",
+                ("migration",),
+                [((migration,), 1.0)] if migration else [],
+            ),
             gauge(
                 "litellm_db_in_recovery",
                 "Whether the exporter reads a standby (1: a read replica in recovery) or a primary (0).",
@@ -137,6 +154,24 @@ def _one(
     row = conn.execute(query, params).fetchone()
     assert row is not None, "an aggregate query returns a row"
     return tuple(row)
+
+
+def _latest_migration(conn: psycopg.Connection) -> str | None:
+    """The newest migration LiteLLM's ``prisma migrate deploy`` finished, where we may read it."""
+    (readable,) = _one(
+        conn,
+        sql.SQL(
+            "SELECT to_regclass('_prisma_migrations') IS NOT NULL"
+            " AND has_table_privilege('_prisma_migrations', 'SELECT')"
+        ),
+    )
+    if not readable:
+        return None
+    row = conn.execute(
+        "SELECT migration_name FROM _prisma_migrations WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL"
+        " ORDER BY migration_name DESC LIMIT 1"
+    ).fetchone()
+    return str(row[0]) if row else None
 
 
 def _optional(name: str, documentation: str, value: float | None) -> Family:

@@ -30,7 +30,8 @@ def with_password(dsn: str, password: str) -> str:
 class Running:
     """The exporter as a process; ``config`` is a file of the test's, or one written here."""
 
-    def __init__(self, tmp_path, dsn: str, *extra: str, is_required: bool = False, config=None) -> None:
+    def __init__(self, tmp_path, dsn: str, *extra: str, is_required: bool = False, config=None, environ=None) -> None:
+        """``config=False`` runs with no file at all; ``environ`` adds to the environment."""
         self.port = free_port()
         if config is None:
             config = tmp_path / "config.yaml"
@@ -46,15 +47,14 @@ class Running:
                 sys.executable,
                 "-m",
                 "exporter.cli",
-                "--config",
-                str(config),
+                *(["--config", str(config)] if config is not False else []),
                 "--listen",
                 f"127.0.0.1:{self.port}",
                 "--poll-interval",
                 "0.3",
                 *extra,
             ],
-            env={"TEST_LITELLM_DSN": dsn, "PATH": "/usr/bin:/bin"},
+            env={"TEST_LITELLM_DSN": dsn, "PATH": "/usr/bin:/bin", **(environ or {})},
             stdout=subprocess.DEVNULL,
             stderr=self.stderr_path.open("w"),
         )
