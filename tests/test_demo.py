@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 
 import psycopg
+import pytest
 
 from .support.process import free_port
 
@@ -78,7 +80,32 @@ def test_demo_serves_live_metrics_and_drops_its_database(admin_dsn, tmp_path):
         err.close()
     log = (tmp_path / "demo.err").read_text()
     assert "applying" in log and "LiteLLM migrations" in log
+    # It says what to do next: where to look, how to scrape it, where the dashboards are.
+    assert f"metrics     http://127.0.0.1:{port}/metrics" in log
+    assert f'- targets: ["127.0.0.1:{port}"]' in log
+    assert "grafana/dashboards/" in log and "litellm-exporter --dsn" in log
     assert "wrote " in log and " requests, " in log
     assert "Traceback" not in log
     # Only this demo's database is checked: another run may share the server.
     assert ours not in demo_databases(admin_dsn)
+
+
+def test_as_root_the_demo_explains_the_system_user_the_embedded_server_needs(monkeypatch, capsys):
+    from exporter.demo import command, scratch
+
+    @contextlib.contextmanager
+    def no_server():
+        raise scratch.EmbeddedUnavailable("(not started in this test)")
+        yield ""
+
+    monkeypatch.setattr(command, "embedded_postgres", no_server)
+    monkeypatch.setattr(command.os, "geteuid", lambda: 0)
+    with pytest.raises(SystemExit), command._server(None):
+        pass
+    err = capsys.readouterr().err
+    assert err.startswith(command.AS_ROOT + "\n")
+    assert "useradd" in err and "--dsn" in err
+    monkeypatch.setattr(command.os, "geteuid", lambda: 1000)
+    with pytest.raises(SystemExit), command._server(None):
+        pass
+    assert "root" not in capsys.readouterr().err

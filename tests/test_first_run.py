@@ -123,7 +123,8 @@ def test_environment_overrides_win_over_the_file_and_lose_to_flags(environ, caps
         (
             "LITELLM_EXPORTER_POLL_INTERVAL",
             "soon",
-            "LITELLM_EXPORTER_POLL_INTERVAL: invalid duration 'soon' (use a number of seconds or a unit: 500ms, 30s, 5m, 1h, 1d)",
+            "LITELLM_EXPORTER_POLL_INTERVAL: invalid duration 'soon'"
+            " (use a number of seconds or a unit: 500ms, 30s, 5m, 1h, 1d)",
         ),
     ],
 )

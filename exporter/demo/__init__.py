@@ -8,3 +8,17 @@
 
 The exporter never imports this package (but for ``cli`` starting the demo command).
 """
+
+from __future__ import annotations
+
+from importlib import metadata
+
+
+def install_hint(package: str) -> str:
+    """How to install one of the demo's packages, at the version this project pins."""
+    try:
+        pins = [r.split(";")[0].strip() for r in metadata.requires("litellm-exporter") or ()]
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        pins = []
+    pinned = next((pin for pin in pins if pin.split("=")[0].strip() == package), package)
+    return f"pip install '{pinned}', or from this project's checkout: pip install '.[demo]'"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import random
 import sys
 import threading
@@ -45,16 +46,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# PostgreSQL refuses to run as root; pgserver then runs it as a system user of its own.
+AS_ROOT = (
+    "running as root: PostgreSQL will not run as root, so the embedded server (the pgserver package) runs as"
+    " the system user 'pgserver', which it creates with useradd if it does not exist, and it lets other users"
+    " traverse the folders above its temporary data directory. To avoid both, run the demo as an ordinary"
+    " user, or give it a PostgreSQL server: litellm-exporter demo --dsn postgresql://USER@HOST:5432/postgres"
+)
+
+
 @contextlib.contextmanager
 def _server(dsn: str | None) -> Iterator[str]:
     if dsn:
         yield dsn
         return
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        _say(AS_ROOT)
+    _say("no --dsn given: starting an embedded PostgreSQL from the pgserver package, in a temporary directory ...")
     try:
         with embedded_postgres() as embedded:
+            with psycopg.connect(embedded, autocommit=True) as conn:
+                version = conn.execute("SHOW server_version").fetchone()
+            _say(f"started the embedded PostgreSQL {version[0] if version else ''} at {redact_dsn(embedded)}")
             yield embedded
     except EmbeddedUnavailable as exc:
         raise SystemExit(f"litellm-exporter demo: no --dsn given and {exc}") from None
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def next_steps(url: str, dsn: str, keep: bool) -> str:
+    """What the demo prints once it serves: where to look, and how to go on from here."""
+    host_port = url.split("://", 1)[1]
+    return f"""
+litellm-exporter demo is serving:
+  metrics     {url}/metrics
+  status      {url}/  (the same as JSON: {url}/status)
+  database    {redact_dsn(dsn)}  (a scratch database, {"kept" if keep else "dropped"} when the demo stops)
+
+Scrape it with your Prometheus (prometheus.yml):
+  scrape_configs:
+    - job_name: litellm-exporter
+      static_configs:
+        - targets: ["{host_port}"]
+
+Load the dashboards into your Grafana: Dashboards > New > Import, and upload each JSON file of
+this project's grafana/dashboards/ (or provision the folder as grafana/provisioning/ does). The
+alert rules are prometheus/rules/*.rules.yml.
+
+Against your own LiteLLM database (the proxy's DATABASE_URL):
+  litellm-exporter --dsn postgresql://USER:PASSWORD@HOST:5432/litellm
+
+Ctrl-C stops the demo.
+"""
 
 
 def main(argv: list[str]) -> int:
@@ -110,7 +156,8 @@ def _run(args: argparse.Namespace, dsn: str, files: list[Path], stop: threading.
         except OSError as exc:
             print(f"litellm-exporter demo: cannot listen on {args.listen}: {exc.strerror}", file=sys.stderr)
             return 1
-        print(f"metrics at http://{config.web.host}:{exporter.port}/metrics (Ctrl-C stops)", file=sys.stderr)
+        host = f"[{config.web.host}]" if ":" in config.web.host else config.web.host
+        _say(next_steps(f"http://{host}:{exporter.port}", dsn, args.keep))
         written, spend = len(history), sum(r.spend for r in history)
         try:
             # Flush every 2 seconds, as the proxy's batch writer does.

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import psycopg
 
+from . import install_hint
+
 PACKAGE = "litellm_proxy_extras"
 
 
@@ -24,8 +26,9 @@ def migration_files(package: str = PACKAGE) -> list[Path]:
     try:
         root = Path(str(resources.files(package) / "migrations"))
     except ModuleNotFoundError:
+        name = package.replace("_", "-")
         raise SchemaPackageMissing(
-            f"the Python package {package.replace('_', '-')} is not installed (pip install 'litellm-exporter[demo]')"
+            f"the Python package {name}, which ships LiteLLM's migrations, is not installed ({install_hint(name)})"
         ) from None
     return sorted(p / "migration.sql" for p in root.iterdir() if (p / "migration.sql").is_file())
 

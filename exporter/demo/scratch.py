@@ -16,6 +16,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from . import install_hint
+
 
 class EmbeddedUnavailable(Exception):
     """The pgserver package, which ships PostgreSQL's binaries, is not installed."""
@@ -28,7 +30,7 @@ def embedded_postgres() -> Iterator[str]:
         import pgserver
     except ImportError:
         raise EmbeddedUnavailable(
-            "the embedded PostgreSQL is not installed (pip install 'litellm-exporter[demo]')"
+            f"the embedded PostgreSQL (the pgserver package) is not installed ({install_hint('pgserver')})"
         ) from None
     with tempfile.TemporaryDirectory(prefix="litellm-exporter-pg-") as data:
         server = pgserver.get_server(data, cleanup_mode="stop")  # type: ignore[attr-defined]
