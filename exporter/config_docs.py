@@ -87,8 +87,12 @@ def table() -> str:
 def environment_table() -> str:
     lines = ["| variable | flag | meaning |", "| --- | --- | --- |"]
     for index, name in enumerate(DSN_VARIABLES):
-        fallback = "" if index == 0 else f", when {DSN_VARIABLES[index - 1]} is not set"
-        lines.append(f"| `{name}` | `--dsn` | the LiteLLM database, when `--dsn` and the file name none{fallback} |")
+        meaning = (
+            "the LiteLLM database, when neither `--dsn` nor the file names one"
+            if index == 0
+            else f"the same, when `{DSN_VARIABLES[index - 1]}` is not set"
+        )
+        lines.append(f"| `{name}` | `--dsn` | {meaning} |")
     lines += [f"| `{name}` | `{flag}` | {meaning} |" for name, (flag, meaning) in ENVIRONMENT.items()]
     return "\n".join(lines)
 

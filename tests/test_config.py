@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from exporter.cli import main
-from exporter.config import DEFAULT_PORT, ConfigError, load, parse
+from exporter.config import DEFAULT_PORT, DSN_VARIABLES, ConfigError, load, parse
 
 REPO = Path(__file__).resolve().parent.parent
 DSN = "postgresql://exporter@db.invalid:5432/litellm"
@@ -103,6 +103,8 @@ BAD = [
 @pytest.mark.parametrize(("document", "message"), BAD, ids=[m.split(":")[0] for _, m in BAD])
 def test_bad_config_is_one_line_naming_the_key(document, message, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("LITELLM_EXPORTER_UNSET", raising=False)
+    for variable in DSN_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
     with pytest.raises(ConfigError) as raised:
         parse(document)
     assert raised.value.problems == [message]
@@ -111,6 +113,12 @@ def test_bad_config_is_one_line_naming_the_key(document, message, tmp_path, caps
     path.write_text(yaml.safe_dump(document))
     assert main(["--config", str(path), "--check-config"]) == 2
     out, err = capsys.readouterr()
+    if message == "database.dsn: is required":
+        # The command looks in the environment too, and says where it looked.
+        message = (
+            "database.dsn: no database given: pass --dsn URL, set LITELLM_DATABASE_URL or DATABASE_URL,"
+            " or name it in a --config file"
+        )
     assert err == f"litellm-exporter: {message}\n"
     assert "Traceback" not in out + err
     assert "s3cret" not in out + err
