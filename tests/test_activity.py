@@ -111,3 +111,14 @@ def test_daily_rows_merge_as_the_proxy_merges_them(writer, world, clock, conn):
         (caller.api_key,),
     ).fetchone()
     assert rows == (1, 4, True, True, True)
+
+
+def test_the_newer_tables_are_read_when_spend_comes_from_the_spend_logs(make_exporter, writer, rng, world, clock, conn):
+    # `source: spend_logs` chooses how spend is counted; errors, the gateway and the rest have no
+    # spend-log equivalent, and are read all the same.
+    load_history(writer, rng, world, clock, days=2)
+    exporter = make_exporter(source="spend_logs")
+    poll(exporter)
+    samples = scrape(exporter)
+    assert differences(activity_expected(conn), samples) == []
+    assert samples["litellm_request_errors_total"]

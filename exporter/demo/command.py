@@ -25,8 +25,8 @@ from ..config import DEFAULT_PORT, ConfigError, parse
 from ..db import redact_dsn
 from .schema import SchemaPackageMissing, apply_migrations, migration_files
 from .scratch import EmbeddedUnavailable, create_database, drop_database, embedded_postgres
-from .traffic import random_requests
-from .writer import SpendWriter, add_budgets, seed_world
+from .traffic import random_rejections, random_requests
+from .writer import ProxyRecords, SpendWriter, add_budgets, seed_world
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,6 +159,10 @@ def _run(args: argparse.Namespace, dsn: str, files: list[Path], stop: threading.
         host = f"[{config.web.host}]" if ":" in config.web.host else config.web.host
         _say(next_steps(f"http://{host}:{exporter.port}", dsn, args.keep))
         written, spend = len(history), sum(r.spend for r in history)
+        # What the proxy writes about itself: a worker's heartbeat, a model deployment's checks.
+        records = ProxyRecords(conn)
+        records.beat("demo-worker-0", "litellm-demo")
+        records.health_check("gpt-4o", "deployment-0", healthy=True, checked_at=now)
         try:
             # Flush every 2 seconds, as the proxy's batch writer does.
             while not stop.wait(2.0):
@@ -166,7 +170,12 @@ def _run(args: argparse.Namespace, dsn: str, files: list[Path], stop: threading.
                 end = datetime.now(timezone.utc)
                 batch = random_requests(rng, world, count, end - timedelta(seconds=30), end)
                 writer.record(*batch)
+                for route, code in random_rejections(rng, rng.randint(0, 1)):
+                    writer.reject(end, route, code)  # refused at the edge: a bad key, a rate limit
                 writer.flush(end)
+                records.beat("demo-worker-0", "litellm-demo")
+                if rng.random() < 0.05:
+                    records.health_check("gpt-4o", "deployment-0", healthy=rng.random() < 0.9, checked_at=end)
                 written += len(batch)
                 spend += sum(r.spend for r in batch)
                 print(f"\rwrote {written} requests, {spend:.2f} USD", end="", file=sys.stderr, flush=True)

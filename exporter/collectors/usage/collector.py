@@ -41,6 +41,7 @@ from ...db import CommitWatch, Database
 from ...families import Family, build
 from ..base import Collector
 from .sources import (
+    ACTIVITY_SOURCES,
     ALL_SOURCES,
     ENTITY_SOURCES,
     USER_SOURCE,
@@ -262,7 +263,10 @@ class UsageCollector(Collector):
         """The daily table where it is there and complete, else LiteLLM_SpendLogs, as configured."""
         found = catalog.columns(conn, [source.table, SPEND_LOGS])
         reading = None
-        if self._config.source in ("auto", "daily_tables") and source.table in found:
+        # `source` chooses how spend is counted; the other tables (errors, gateway, tools, ...)
+        # have nothing in the spend logs to stand in for them, and are always read.
+        from_table = self._config.source in ("auto", "daily_tables") or source in ACTIVITY_SOURCES
+        if from_table and source.table in found:
             reading = daily_reading(source, found[source.table])
         if reading is None and self._config.source in ("auto", "spend_logs") and SPEND_LOGS in found:
             reading = spend_log_reading(source, found[SPEND_LOGS])
