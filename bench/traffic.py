@@ -174,7 +174,56 @@ def write_requests(
                 " failed_requests = d.failed_requests + excluded.failed_requests, updated_at = now()"
             ).format(table=sql.Identifier(table), column=sql.Identifier(column))
         )
+    for statement in ACTIVITY:
+        conn.execute(statement)
     return days * per_day
+
+
+# The rollups a 1.110 proxy keeps beside the spend tables, upserted with increments on their
+# primary keys: failures by status code, every answered request by route, model usage by task.
+_STATUS = "CASE WHEN r.s < 0.5 THEN 429 WHEN r.s < 0.8 THEN 500 ELSE 400 END"
+ACTIVITY = (
+    f"""
+    INSERT INTO "LiteLLM_DailyRequestErrors" AS d (date, api_key, team_id, user_id, model_group, status_code,
+        failed_requests, updated_at)
+    SELECT to_char(r.ts, 'YYYY-MM-DD'), r.api_key, r.team_id, r.user_id, r.model_group, {_STATUS}, count(*), now()
+    FROM bench_requests r WHERE NOT r.ok GROUP BY 1, 2, 3, 4, 5, 6
+    ON CONFLICT (date, api_key, team_id, user_id, model_group, status_code)
+    DO UPDATE SET failed_requests = d.failed_requests + excluded.failed_requests, updated_at = now()
+    """,
+    """
+    INSERT INTO "LiteLLM_DailyGatewayRequests" AS d (date, category, route, successful_requests, failed_requests,
+        updated_at)
+    SELECT to_char(r.ts, 'YYYY-MM-DD'), 'llm', '/chat/completions', count(*) FILTER (WHERE r.ok),
+           count(*) FILTER (WHERE NOT r.ok), now()
+    FROM bench_requests r GROUP BY 1
+    ON CONFLICT (date, category, route) DO UPDATE SET
+        successful_requests = d.successful_requests + excluded.successful_requests,
+        failed_requests = d.failed_requests + excluded.failed_requests, updated_at = now()
+    """,
+    f"""
+    INSERT INTO "LiteLLM_DailyGatewayFailedRequests" AS d (date, category, route, status_code, failed_requests,
+        updated_at)
+    SELECT to_char(r.ts, 'YYYY-MM-DD'), 'llm', '/chat/completions', {_STATUS}, count(*), now()
+    FROM bench_requests r WHERE NOT r.ok GROUP BY 1, 4
+    ON CONFLICT (date, category, route, status_code)
+    DO UPDATE SET failed_requests = d.failed_requests + excluded.failed_requests, updated_at = now()
+    """,
+    """
+    INSERT INTO "LiteLLM_DailyModelUsage" AS d (date, model_group, model, custom_llm_provider, task_type, spend,
+        prompt_tokens, completion_tokens, request_count, successful_requests, failed_requests, updated_at)
+    SELECT to_char(r.ts, 'YYYY-MM-DD'), r.model_group, r.model, r.provider, 'uncategorized', sum(r.spend),
+           sum(r.prompt_tokens), sum(r.completion_tokens), count(*), count(*) FILTER (WHERE r.ok),
+           count(*) FILTER (WHERE NOT r.ok), now()
+    FROM bench_requests r GROUP BY 1, 2, 3, 4
+    ON CONFLICT (date, model_group, model, custom_llm_provider, task_type) DO UPDATE SET
+        spend = d.spend + excluded.spend, prompt_tokens = d.prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = d.completion_tokens + excluded.completion_tokens,
+        request_count = d.request_count + excluded.request_count,
+        successful_requests = d.successful_requests + excluded.successful_requests,
+        failed_requests = d.failed_requests + excluded.failed_requests, updated_at = now()
+    """,
+)
 
 
 def _array(values: tuple[str, ...]) -> str:
