@@ -181,7 +181,7 @@ def write_requests(
 
 # The rollups a 1.110 proxy keeps beside the spend tables, upserted with increments on their
 # primary keys: failures by status code, every answered request by route, model usage by task.
-_STATUS = "CASE WHEN r.s < 0.5 THEN 429 WHEN r.s < 0.8 THEN 500 ELSE 400 END"
+_STATUS = "CASE WHEN r.prompt_tokens % 10 < 5 THEN 429 WHEN r.prompt_tokens % 10 < 8 THEN 500 ELSE 400 END"
 ACTIVITY = (
     f"""
     INSERT INTO "LiteLLM_DailyRequestErrors" AS d (date, api_key, team_id, user_id, model_group, status_code,

@@ -51,7 +51,7 @@ class Exposition:
         # Everything in one registry, for callers that want prometheus-client's own functions.
         self.registry = _registry(snapshot, *process)
         self._lock = threading.Lock()
-        self._cache: dict[bool, tuple[object, bytes]] = {}
+        self._cache: dict[bool, tuple[object, list[bytes]]] = {}
         self._renderer = FamilyRenderer()
         # Rendered on the poller's thread as each poll finishes, so that a scrape only joins.
         runner.on_snapshot(self._renderer.warm)
@@ -69,4 +69,4 @@ class Exposition:
             cached = (key, body)
             with self._lock:
                 self._cache[openmetrics] = cached
-        return cached[1] + encoder(self._process), content_type
+        return b"".join([*cached[1], encoder(self._process)]), content_type

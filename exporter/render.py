@@ -47,34 +47,40 @@ class FamilyRenderer:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        # name -> (family rendered, label strings by label values, sample lines)
-        self._cache: dict[str, tuple[Family, dict[tuple[str, ...], str], bytes]] = {}
+        # name -> (family rendered, sample lines)
+        self._cache: dict[str, tuple[Family, bytes]] = {}
+        # The label part of each series' lines, by label names: the families of one group (a
+        # key's spend, requests, tokens, ...) share their label sets, and so these strings.
+        self._texts: dict[tuple[tuple[str, ...], frozenset[str]], dict[tuple[str, ...], str]] = {}
 
     def samples(self, family: Family) -> bytes:
         """The family's sample lines, the same in both formats."""
         with self._lock:
             cached = self._cache.get(family.name)
         if cached is not None and (cached[0] is family or cached[0] == family):
-            return cached[2]
-        old_labels = cached[1] if cached is not None and cached[0].labels == family.labels else {}
-        labels: dict[tuple[str, ...], str] = {}
+            return cached[1]
+        schema = (family.labels, family.omit_empty)
+        with self._lock:
+            old = self._texts.get(schema, {})
+        texts: dict[tuple[str, ...], str] = {}
         sample = f"{family.name}_total" if family.kind == "counter" else family.name
         order = sorted(range(len(family.labels)), key=lambda i: family.labels[i])
         lines = []
         for values, value in family.samples:
-            label_text = old_labels.get(values)
-            if label_text is None:
+            text = old.get(values)
+            if text is None:
                 parts = [
                     f'{family.labels[i]}="{_escape(clean_label(values[i]))}"'
                     for i in order
                     if values[i] or family.labels[i] not in family.omit_empty
                 ]
-                label_text = f"{sample}{{{','.join(parts)}}} " if parts else f"{sample} "
-            labels[values] = label_text
-            lines.append(label_text + _number(value))  # type: ignore[arg-type]
+                text = f"{{{','.join(parts)}}} " if parts else " "
+            texts[values] = text
+            lines.append(sample + text + _number(value))  # type: ignore[arg-type]
         body = ("\n".join(lines) + "\n").encode() if lines else b""
         with self._lock:
-            self._cache[family.name] = (family, labels, body)
+            self._cache[family.name] = (family, body)
+            self._texts[schema] = texts
         return body
 
     def warm(self, families: Sequence[Family]) -> None:
@@ -83,7 +89,9 @@ class FamilyRenderer:
             if family.kind != "histogram":
                 self.samples(family)
 
-    def render(self, families: list[Family], *, openmetrics: bool) -> bytes:
+    def render(self, families: list[Family], *, openmetrics: bool) -> list[bytes]:
+        """The document's parts, in order: joined by the caller, so that the whole document is
+        not held beside the families' parts between scrapes."""
         parts: list[bytes] = []
         names = set()
         for family in families:
@@ -103,4 +111,7 @@ class FamilyRenderer:
         with self._lock:
             for gone in self._cache.keys() - names:
                 del self._cache[gone]
-        return b"".join(parts)
+            schemas = {(family.labels, family.omit_empty) for family in families}
+            for unused in self._texts.keys() - schemas:
+                del self._texts[unused]
+        return parts

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
+from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -48,6 +50,7 @@ from .sources import (
     Group,
     Reading,
     Source,
+    Sums,
     View,
     daily_reading,
     decode_sums,
@@ -116,19 +119,19 @@ class SourceState:
     views: tuple[View, ...]
     memberships: tuple[Membership, ...]
     start: str
-    base: tuple[dict[Group, list[float]], ...]
-    window: tuple[dict[Group, list[float]], ...]
+    base: tuple[dict[Group, Sums], ...]
+    window: tuple[dict[Group, Sums], ...]
     # The window's query, composed once per resync.
     window_query: sql.Composed
     window_params: dict[str, object]
     latest_update: float | None = None
 
-    def totals(self, index: int) -> dict[Group, list[float]]:
-        totals = {group: list(values) for group, values in self.base[index].items()}
+    def totals(self, index: int) -> dict[Group, Sums]:
+        totals = {group: array("d", values) for group, values in self.base[index].items()}
         for group, values in self.window[index].items():
             current = totals.get(group)
             if current is None:
-                totals[group] = list(values)
+                totals[group] = array("d", values)
             else:
                 for k, value in enumerate(values):
                     current[k] += value
@@ -140,10 +143,10 @@ class SourceState:
 
 
 # Per series (family, labels): the values published, one per measure.
-Published = dict[tuple[str, tuple[str, ...]], tuple[float, ...]]
+Published = dict[tuple[str, tuple[str, ...]], Sums]
 # Per family: the sums and aliases its families were built from, them, and what they published.
 _Built = tuple[
-    tuple[Membership, dict[Group, list[float]], dict[Group, list[float]]],
+    tuple[Membership, dict[Group, Sums], dict[Group, Sums]],
     dict[str, Any] | None,
     list[Family],
     Published,
@@ -420,7 +423,7 @@ class UsageCollector(Collector):
     def _id_labels(self, kind: str | None, entity: str) -> tuple[str, ...]:
         if kind == "key":
             alias, team = self._key_meta.get(entity, ("", ""))
-            return (entity[:12], alias, team)
+            return (sys.intern(entity[:12]), alias, team)
         if kind == "team":
             return (entity, self._team_alias.get(entity, ""))
         if kind == "organization":
@@ -457,7 +460,7 @@ class UsageCollector(Collector):
         describe = _DESCRIBED.get(view.entity or "", "")
         labels = id_labels + view.extras + (OVERFLOW_LABEL,)
         digest = state.memberships[index].digest
-        series: dict[tuple[str, ...], list[float]] = {}
+        series: dict[tuple[str, ...], Sums] = {}
         for group, values in state.totals(index).items():
             entity, extras = group[0], group[1:]
             if entity == OTHER:
@@ -476,7 +479,7 @@ class UsageCollector(Collector):
         ordered = []
         for key, values in sorted(series.items()):
             before = previous.get((view.key, key))
-            kept = tuple(map(max, values, before)) if before is not None else tuple(values)
+            kept = array("d", map(max, values, before)) if before is not None else values
             published[(view.key, key)] = kept
             ordered.append((key, kept))
         families = []

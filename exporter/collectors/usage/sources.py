@@ -7,8 +7,10 @@ read by one query per poll: the families it feeds are ``GROUPING SETS`` of that 
 
 from __future__ import annotations
 
+import sys
+from array import array
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 from psycopg import sql
 
@@ -16,6 +18,9 @@ from ...cardinality import OTHER
 from ...catalog import SPEND_LOGS
 
 Group = tuple[str, ...]
+# A series' sums, one per measure: raw doubles, not float objects, since the engine keeps
+# tens of thousands of them for as long as it runs.
+Sums: TypeAlias = "array[float]"
 
 # Columns the overflow entity does not keep apart.
 FINER = frozenset({"model", "provider"})
@@ -490,7 +495,7 @@ def sums_query(
 
 def decode_sums(
     rows: list[tuple[Any, ...]], views: tuple[View, ...], measures: int
-) -> tuple[list[dict[Group, list[float]]], float | None]:
+) -> tuple[list[dict[Group, Sums]], float | None]:
     """Rows of ``sums_query`` as one dict per view (group -> sums), and the newest update."""
     by_mask = {_mask(len(views), i): i for i in range(len(views))}
     offsets = []
@@ -498,13 +503,14 @@ def decode_sums(
     for view in views:
         offsets.append(offset)
         offset += view.width
-    result: list[dict[Group, list[float]]] = [{} for _ in views]
+    result: list[dict[Group, Sums]] = [{} for _ in views]
     latest: float | None = None
     for row in rows:
         i = by_mask[row[0]]
         start = offsets[i]
-        group = tuple(row[start : start + views[i].width])
-        values = list(row[offset : offset + measures])
+        # One string object per distinct id, however many sums and series hold it.
+        group = tuple(map(sys.intern, row[start : start + views[i].width]))
+        values = array("d", row[offset : offset + measures])
         current = result[i].get(group)
         if current is None:
             result[i][group] = values
