@@ -20,3 +20,14 @@ def columns(conn: psycopg.Connection, tables: Iterable[str]) -> dict[str, set[st
     ):
         found.setdefault(table, set()).add(column)
     return found
+
+
+def readable(conn: psycopg.Connection, tables: Iterable[str]) -> set[str]:
+    """Which of ``tables`` exist and may be read: a cheap check for tables whose columns are
+    known, on every poll (information_schema costs milliseconds)."""
+    rows = conn.execute(
+        "SELECT t FROM unnest(%s::text[]) t"
+        " WHERE to_regclass(quote_ident(t)) IS NOT NULL AND has_table_privilege(quote_ident(t), 'SELECT')",
+        (list(tables),),
+    ).fetchall()
+    return {row[0] for row in rows}

@@ -244,7 +244,7 @@ ROOT = schema.section(
                 "dsn": Field(
                     schema.string(),
                     doc="PostgreSQL URL or `key=value` connection string (the proxy's `DATABASE_URL`);"
-                    " its password never appears in a log line",
+                    " `--dsn` overrides it; its password never appears in a log line",
                 ),
                 "min_conns": Field(schema.integer(minimum=0, maximum=100), 1, "connections the pool keeps open"),
                 "max_conns": Field(schema.integer(minimum=1, maximum=100), 4, "connections the pool opens at most"),

@@ -55,6 +55,8 @@ def rows() -> list[tuple[str, str, str]]:
     for path, field in leaves(ROOT):
         parts = path.split(".")
         default = "required" if field.required else show(field.default)
+        if path == "database.dsn":  # required, but the command looks in the environment first
+            default = ", else ".join(f"`${name}`" for name in DSN_VARIABLES)
         key = path
         if "entities" in parts:
             at = parts.index("entities") + 1

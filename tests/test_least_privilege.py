@@ -82,3 +82,12 @@ def test_the_role_cannot_write_or_read_other_tables(exporter_role_dsn):
             reader.execute("BEGIN READ WRITE")
             reader.execute("""CREATE TABLE t (x int)""")
         reader.execute("ROLLBACK")
+
+
+def test_a_table_the_role_may_not_read_is_left_out_not_an_error(make_exporter, exporter_role_dsn, conn):
+    ProxyRecords(conn).beat("w1", "pod-a")
+    conn.execute('REVOKE SELECT ON "LiteLLM_ProxyWorkerHeartbeat" FROM litellm_exporter')
+    exporter = make_exporter(parse({"database": {"dsn": exporter_role_dsn}}))
+    poll(exporter)  # fails the test if any collector fails
+    samples = scrape(exporter)
+    assert not samples.get("litellm_proxy_workers_alive")

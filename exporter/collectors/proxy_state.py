@@ -96,7 +96,7 @@ class ProxyStateCollector(Collector):
 
     def poll(self, db: Database) -> list[Family]:
         with db.snapshot() as conn:
-            found = catalog.columns(conn, [HEARTBEATS, HEALTH_CHECKS])
+            found = catalog.readable(conn, [HEARTBEATS, HEALTH_CHECKS])
             families: list[Family] = []
             if HEARTBEATS in found:
                 # Liveness moves with the clock, not with commits: read on every poll (one row per host).
