@@ -115,3 +115,20 @@ def test_a_database_without_litellm_tables_is_named_and_ready_says_so(admin_dsn)
             exporter.stop()
     finally:
         pg.drop_database(admin_dsn, name)
+
+
+def test_schema_migration_and_table_count(make_exporter, conn):
+    exporter = make_exporter()
+    poll(exporter)
+    s = scrape(exporter)
+    newest = conn.execute("SELECT max(migration_name) FROM _prisma_migrations").fetchone()[0]
+    assert value(s, "litellm_db_schema_migration_info", migration=newest) == 1.0
+    tables = conn.execute("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'LiteLLM%'").fetchone()[0]
+    assert value(s, "litellm_db_litellm_tables") == tables
+    # A schema built without Prisma's history (prisma db push, a restored dump): no sample, no failure.
+    conn.execute("DROP TABLE _prisma_migrations")
+    conn.execute('DROP TABLE "LiteLLM_ProxyWorkerHeartbeat"')
+    poll(exporter)
+    s = scrape(exporter)
+    assert not s.get("litellm_db_schema_migration_info")
+    assert not s.get("litellm_proxy_workers_alive")

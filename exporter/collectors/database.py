@@ -161,8 +161,8 @@ def _latest_migration(conn: psycopg.Connection) -> str | None:
     (readable,) = _one(
         conn,
         sql.SQL(
-            "SELECT to_regclass('_prisma_migrations') IS NOT NULL"
-            " AND has_table_privilege('_prisma_migrations', 'SELECT')"
+            # By oid: NULL where the table is missing, where a name would raise an error.
+            "SELECT coalesce(has_table_privilege(to_regclass('_prisma_migrations'), 'SELECT'), false)"
         ),
     )
     if not readable:
