@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import urllib.parse
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -500,14 +499,11 @@ def load(path: str | Path) -> Config:
     return parse(read(path))
 
 
-def resolve(
-    path: str | Path | None, *, dsn: str | None = None, environ: Mapping[str, str] | None = None
-) -> tuple[Config, str]:
+def resolve(path: str | Path | None, *, dsn: str | None = None) -> tuple[Config, str]:
     """The configuration from a file (or none: every default), with the database from ``dsn``
     (--dsn), else the file, else the first of DSN_VARIABLES that is set. Returns it with the
     database as written where it came from (a variable is named, never expanded), for
     --print-config."""
-    env = os.environ if environ is None else environ
     document = read(path) if path is not None else None
     document = dict(document) if isinstance(document, dict) else ({} if document is None else document)
     if isinstance(document, dict):
@@ -517,7 +513,7 @@ def resolve(
             if dsn is not None:
                 database["dsn"] = dsn
             elif "dsn" not in database:
-                variable = next((name for name in DSN_VARIABLES if env.get(name)), None)
+                variable = next((name for name in DSN_VARIABLES if os.environ.get(name)), None)
                 if variable is None:
                     raise ConfigError(
                         [
