@@ -4,9 +4,12 @@ Used by the tests (as the source of truth the counters are checked against) and 
 demo. It does what LiteLLM's DBSpendUpdateWriter does on each flush, in one transaction:
 insert one ``LiteLLM_SpendLogs`` row per request, increment ``spend`` on the key, user,
 team, team member, organisation, end user and tags, and upsert the daily rollup rows
-with increments on every measure. Rows are dated by the request's start time, so a
-flush can land rows for an earlier day; and, as in LiteLLM, the daily upsert's conflict
-target holds nullable columns, so requests with a NULL endpoint add a new row each time.
+with increments on every measure; and the rollups a 1.110 proxy keeps beside them (errors by
+status code, requests at the edge, model usage, tools, guardrails, policies). Rows are dated
+by the request's start time, so a flush can land rows for an earlier day. The daily upsert's
+conflict target holds nullable columns; like the proxy, the writer fills every one (`''` for no
+MCP tool, the route as endpoint), so a group's flushes merge into one row, and a request given
+no endpoint adds a row each time, as it would in LiteLLM.
 
 This module writes; the exporter itself never imports it.
 """
