@@ -164,7 +164,7 @@ class ExporterHTTPServer(socketserver.TCPServer):
         security: WebSecurity | None = None,
         reload: Callable[[], tuple[bool, str]] | None = None,
         *,
-        status: Callable[[], dict[str, Any]] | None = None,
+        status: Callable[[], dict[str, Any]],
         max_connections: int = 1024,
         request_timeout: float = 10.0,
         workers: int = 8,
@@ -176,7 +176,7 @@ class ExporterHTTPServer(socketserver.TCPServer):
         self.runner = runner
         self.security = security or WebSecurity()
         self.reload = reload
-        self.status = status or (lambda: {})
+        self.status = status  # the landing page's and /status's data
         self.max_connections = max_connections
         self.request_timeout = request_timeout
         self._workers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="http")
