@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
+import psycopg
 import pytest
 
 from exporter.collectors.proxy_state import _LATEST_CHECKS, LIVENESS_WINDOW
@@ -41,6 +43,23 @@ def test_workers_alive_stale_and_stopped_within_one_poll(make_exporter, proxy):
     samples = scrape(exporter)
     assert _by_host(samples, "litellm_proxy_workers_alive") == {"pod-a": 1, "pod-b": 0}
     assert _by_host(samples, "litellm_proxy_workers_stale") == {"pod-a": 0, "pod-b": 1}
+
+
+def test_workers_in_a_server_whose_time_zone_is_not_utc(make_exporter, proxy, conn, litellm_dsn):
+    # LiteLLM's NOW() lands in the server's zone: a proxy beating now is alive, whatever the zone.
+    conn.execute(f"ALTER DATABASE {conn.info.dbname} SET timezone = 'America/New_York'")
+    with psycopg.connect(litellm_dsn, autocommit=True) as proxy_session:
+        ProxyRecords(proxy_session).beat("w1", "pod-ny")
+        beat = proxy_session.execute(
+            'SELECT extract(epoch FROM last_heartbeat_at::timestamptz) FROM "LiteLLM_ProxyWorkerHeartbeat"'
+        ).fetchone()[0]
+    exporter = make_exporter()
+    poll(exporter)
+    samples = scrape(exporter)
+    assert _by_host(samples, "litellm_proxy_workers_alive") == {"pod-ny": 1}
+    newest = _by_host(samples, "litellm_proxy_worker_last_heartbeat_timestamp_seconds")["pod-ny"]
+    assert abs(newest - float(beat)) < 1e-3
+    assert abs(newest - time.time()) < 60
 
 
 def test_latest_health_check_per_deployment(make_exporter, proxy, clock):

@@ -27,13 +27,15 @@ HEALTH_CHECKS = "LiteLLM_HealthCheckTable"
 LIVENESS_WINDOW = 180.0
 
 # Per hostname: workers beating within the window, workers whose row has gone stale (killed,
-# not stopped: a clean stop deletes the row), and the newest beat. Times are UTC, as LiteLLM
-# writes them; the window is the database's clock, not this host's.
+# not stopped: a clean stop deletes the row), and the newest beat. LiteLLM stamps a beat with
+# the database's NOW() into a column without a time zone, so the stamp is in the server's time
+# zone, not necessarily UTC: read it as LiteLLM's own liveness query does, by the database's
+# clock in the same zone (::timestamptz), never by this host's.
 _WORKERS = sql.SQL(
     "SELECT hostname,"
-    " count(*) FILTER (WHERE last_heartbeat_at > (now() AT TIME ZONE 'UTC') - make_interval(secs => %(w)s)),"
-    " count(*) FILTER (WHERE last_heartbeat_at <= (now() AT TIME ZONE 'UTC') - make_interval(secs => %(w)s)),"
-    " extract(epoch FROM max(last_heartbeat_at))::float8"
+    " count(*) FILTER (WHERE last_heartbeat_at::timestamptz > now() - make_interval(secs => %(w)s)),"
+    " count(*) FILTER (WHERE last_heartbeat_at::timestamptz <= now() - make_interval(secs => %(w)s)),"
+    " extract(epoch FROM max(last_heartbeat_at)::timestamptz)::float8"
     ' FROM "LiteLLM_ProxyWorkerHeartbeat" GROUP BY hostname ORDER BY hostname'
 )
 

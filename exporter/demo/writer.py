@@ -540,10 +540,11 @@ class ProxyRecords:
         self._conn = conn
 
     def beat(self, worker_id: str, hostname: str, *, seconds_ago: float = 0.0) -> None:
-        # LiteLLM's own statement: INSERT ... ON CONFLICT (worker_id) DO UPDATE, stamped NOW().
+        # LiteLLM's own statement: INSERT ... ON CONFLICT (worker_id) DO UPDATE, stamped NOW()
+        # (in the session's time zone, the column having none).
         self._conn.execute(
             'INSERT INTO "LiteLLM_ProxyWorkerHeartbeat" (worker_id, hostname, last_heartbeat_at)'
-            " VALUES (%(w)s, %(h)s, (now() AT TIME ZONE 'UTC') - make_interval(secs => %(s)s))"
+            " VALUES (%(w)s, %(h)s, now() - make_interval(secs => %(s)s))"
             " ON CONFLICT (worker_id) DO UPDATE SET last_heartbeat_at = excluded.last_heartbeat_at",
             {"w": worker_id, "h": hostname, "s": seconds_ago},
         )
