@@ -40,7 +40,8 @@ DAILY_MEASURES = (
     "timed_requests",
     "prompt_caching_savings_spend",
 )
-_FLOAT_MEASURES = {"spend", "prompt_caching_savings_spend"}
+# The double precision columns the writer fills; every other measure is a bigint.
+_FLOAT_COLUMNS = {"spend", "prompt_caching_savings_spend", "cost"}
 
 # Daily table, its entity column, and how a request names that entity ('' means none).
 DAILY_TABLES = {
@@ -120,7 +121,7 @@ class SpendWriter:
             ),
         )
         with self._conn.cursor() as cur:
-            cur.executemany(query, [(*key, *values, now, now) for key, values in rows.items()])
+            cur.executemany(query, [(*key, *_typed(measures, values), now, now) for key, values in rows.items()])
 
     def _insert_spend_logs(self, batch: list[Request], now: datetime) -> None:
         with self._conn.cursor() as cur:
@@ -231,7 +232,7 @@ class SpendWriter:
             cur.executemany(
                 query,
                 [
-                    (str(uuid.uuid4()), *key[:4], key[4], key[5], key[6], *_integral(values), now, now)
+                    (str(uuid.uuid4()), *key[:4], key[4], key[5], key[6], *_typed(DAILY_MEASURES, values), now, now)
                     for key, values in groups.items()
                 ],
             )
@@ -258,9 +259,9 @@ def _measures(r: Request) -> tuple[float, ...]:
     )
 
 
-def _integral(values: list[float]) -> list[float | int]:
-    # Every measure but the dollar amounts is a bigint column.
-    return [v if m in _FLOAT_MEASURES else int(v) for m, v in zip(DAILY_MEASURES, values, strict=True)]
+def _typed(columns: tuple[str, ...], values: list[float]) -> list[float | int]:
+    """Values for their columns: the dollar amounts as they are, counts as integers for bigints."""
+    return [v if c in _FLOAT_COLUMNS else int(v) for c, v in zip(columns, values, strict=True)]
 
 
 _Rows = dict[tuple[object, ...], list[float]]
@@ -302,7 +303,8 @@ def _activity(batch: list[Request]) -> dict[str, tuple[tuple[str, ...], tuple[st
                 _add(table, (check, day), 1, outcome == "passed", outcome == "blocked", outcome == "flagged")
         for guardrail, _ in r.guardrails:
             # A content-moderation provider bills per 1,000 characters; about four to a token.
-            _add(units, (guardrail, day, r.team_id or "", r.api_key, "characters"), r.prompt_tokens * 4, 0)
+            characters = r.prompt_tokens * 4
+            _add(units, (guardrail, day, r.team_id or "", r.api_key, "characters"), characters, characters * 2.5e-7)
     evaluated = ("requests_evaluated", "passed_count", "blocked_count", "flagged_count")
     return {
         "LiteLLM_DailyRequestErrors": (
@@ -313,19 +315,19 @@ def _activity(batch: list[Request]) -> dict[str, tuple[tuple[str, ...], tuple[st
         "LiteLLM_DailyModelUsage": (
             ("date", "model_group", "model", "custom_llm_provider", "task_type"),
             ("spend", "prompt_tokens", "completion_tokens", "request_count", "successful_requests", "failed_requests"),
-            _ints(models, keep_first=True),
+            models,
         ),
         "LiteLLM_DailyToolSpend": (
             ("date", "tool_name"),
             ("spend", "total_tokens", "request_count"),
-            _ints(tools, True),
+            tools,
         ),
-        "LiteLLM_DailyGuardrailMetrics": (("guardrail_id", "date"), evaluated, _ints(guardrails)),
-        "LiteLLM_DailyPolicyMetrics": (("policy_id", "date"), evaluated, _ints(policies)),
+        "LiteLLM_DailyGuardrailMetrics": (("guardrail_id", "date"), evaluated, guardrails),
+        "LiteLLM_DailyPolicyMetrics": (("policy_id", "date"), evaluated, policies),
         "LiteLLM_DailyGuardrailUsageUnits": (
             ("guardrail_id", "date", "team_id", "api_key", "usage_unit"),
             ("units", "cost"),
-            {k: [int(v[0]), v[0] * 2.5e-7] for k, v in units.items()},
+            units,
         ),
     }
 
@@ -348,19 +350,14 @@ def _gateway(
         "LiteLLM_DailyGatewayRequests": (
             ("date", "category", "route"),
             ("successful_requests", "failed_requests"),
-            _ints(answered),
+            answered,
         ),
         "LiteLLM_DailyGatewayFailedRequests": (
             ("date", "category", "route", "status_code"),
             ("failed_requests",),
-            _ints(failed),
+            failed,
         ),
     }
-
-
-def _ints(rows: _Rows, keep_first: bool = False) -> _Rows:
-    """Counts as integers for bigint columns (the first value kept as it is when it is spend)."""
-    return {k: [v[0] if keep_first else int(v[0]), *(int(x) for x in v[1:])] for k, v in rows.items()}
 
 
 class Entities:
