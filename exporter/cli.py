@@ -16,7 +16,7 @@ import yaml
 
 from . import __version__, logs, webconfig
 from .app import Exporter, stop_on_signals
-from .config import DSN_VARIABLES, ENVIRONMENT, Config, ConfigError, resolve, to_document
+from .config import DSN_VARIABLES, ENVIRONMENT, REDACTED, Config, ConfigError, resolve, to_document
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -182,11 +182,11 @@ def _from_environment(args: argparse.Namespace, environ: Mapping[str, str]) -> d
 
 
 def _printed(config: Config, dsn: str) -> str:
-    document = to_document(config, dsn)
+    text = yaml.safe_dump(to_document(config, dsn), sort_keys=False, allow_unicode=True)
     header = "# litellm-exporter's effective configuration (litellm-exporter --print-config).\n"
-    if "REDACTED" in yaml.safe_dump(document):
-        header += "# A password is REDACTED: put it back, or write os.environ/NAME to read it from a variable.\n"
-    return header + yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+    if REDACTED in text:
+        header += f"# A password is {REDACTED}: put it back, or write os.environ/NAME to read it from a variable.\n"
+    return header + text
 
 
 def _tune_interpreter() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from .. import catalog
 from ..catalog import SPEND_LOGS
 from ..config import Config, DatabaseProbeConfig
 from ..db import Database
@@ -158,14 +159,7 @@ def _one(
 
 def _latest_migration(conn: psycopg.Connection) -> str | None:
     """The newest migration LiteLLM's ``prisma migrate deploy`` finished, where we may read it."""
-    (readable,) = _one(
-        conn,
-        sql.SQL(
-            # By oid: NULL where the table is missing, where a name would raise an error.
-            "SELECT coalesce(has_table_privilege(to_regclass('_prisma_migrations'), 'SELECT'), false)"
-        ),
-    )
-    if not readable:
+    if not catalog.readable(conn, ["_prisma_migrations"]):
         return None
     row = conn.execute(
         "SELECT migration_name FROM _prisma_migrations WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL"

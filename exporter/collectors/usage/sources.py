@@ -173,14 +173,12 @@ ENTITY_SOURCES = {
 SPEND_SOURCES = (USER_SOURCE, *ENTITY_SOURCES.values())
 
 _ERRORS = Measure("failed_requests", "request_errors", "Failed requests by HTTP status code")
-_REQUEST_COUNT = {
-    "spend": Measure("spend", "spend_usd", "Spend in US dollars"),
-    "request_count": Measure("request_count", "requests", "Requests"),
-    "successful_requests": _BY_COLUMN["successful_requests"],
-    "failed_requests": _BY_COLUMN["failed_requests"],
-    "prompt_tokens": _BY_COLUMN["prompt_tokens"],
-    "completion_tokens": _BY_COLUMN["completion_tokens"],
-}
+# LiteLLM_DailyModelUsage: the spend tables' measures, its request count named request_count.
+_MODEL_USAGE = (
+    _BY_COLUMN["spend"],
+    Measure("request_count", "requests", "Requests"),
+    *(_BY_COLUMN[c] for c in ("successful_requests", "failed_requests", "prompt_tokens", "completion_tokens")),
+)
 
 
 def _checks(table: str, id_name: str, entity: str) -> Source:
@@ -254,7 +252,7 @@ ACTIVITY_SOURCES = (
         "LiteLLM_DailyModelUsage",
         (("task_type", "task_type"), ("model_group", "model_group")),
         (ViewSpec("litellm_task", "task_type", (), "task"),),
-        measures=tuple(_REQUEST_COUNT.values()),
+        measures=_MODEL_USAGE,
         required=("spend", "request_count"),
     ),
     Source(
