@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from . import status, webconfig
+from . import listen, status, webconfig
 from .cardinality import CapReport
 from .collectors.base import Collector
 from .collectors.budgets import BudgetsCollector
@@ -21,7 +21,8 @@ from .config import Config, ConfigError
 from .db import Database
 from .exposition import Exposition
 from .runner import Runner
-from .web import ExporterHTTPServer
+from .supervise import Supervisor
+from .web import WebServer
 from .webconfig import WebSecurity
 
 
@@ -43,47 +44,53 @@ class Exporter:
         self.config = config
         self.db = Database(config.database)
         caps = CapReport()
+        self.supervisor = Supervisor()
         self.runner = Runner(
             self.db,
             build_collectors(config, caps, clock=clock),
             max_gauge_age=config.max_gauge_age,
-            self_metrics=caps.families,
+            self_metrics=[caps.families],
+            supervisor=self.supervisor,
         )
         # Read here, so that a bad web config file fails before anything starts.
         self.security = _security(config)
         self._reload: Callable[[], tuple[bool, str]] | None = None
         self.exposition = Exposition(self.runner)
         self.registry = self.exposition.registry
-        self._server: ExporterHTTPServer | None = None
+        self._server: WebServer | None = None
         self._reload_lock = threading.Lock()
 
     @property
     def port(self) -> int:
         """The port actually bound (differs from the configured one when that is 0)."""
         assert self._server is not None
-        return self._server.server_address[1]
+        return self._server.port
 
     def start(self, reload: Callable[[], tuple[bool, str]] | None = None) -> None:
-        """Open the pool (waiting for it when the database is required), then serve and poll.
+        """Bind the listening address, open the pool (waiting for it when the database is
+        required), then serve and poll. Raises ``listen.ListenError`` when the address cannot be
+        served, and ``psycopg_pool.PoolTimeout`` when a required database cannot be reached.
 
         ``reload`` is what ``POST /-/reload`` calls while ``web.enable_lifecycle`` is true."""
         self._reload = reload
-        self.db.open(wait=self.config.database.is_required)
+        sockets = listen.bind(self.config.web.host, self.config.web.port)
         try:
-            self._server = ExporterHTTPServer(
-                (self.config.web.host, self.config.web.port),
-                self.exposition,
-                self.runner,
-                self.security,
-                reload if self.config.web.enable_lifecycle else None,
-                status=self.status,
-                max_connections=self.config.web.max_connections,
-                request_timeout=self.config.web.request_timeout,
-            )
-        except OSError:
-            self.db.close()
+            self.db.open(wait=self.config.database.is_required)
+        except BaseException:
+            listen.close_all(sockets)
             raise
-        self._server.serve_in_background()
+        self._server = WebServer(
+            sockets,
+            self.exposition,
+            self.runner,
+            self.security,
+            reload if self.config.web.enable_lifecycle else None,
+            status=self.status,
+            supervisor=self.supervisor,
+            max_connections=self.config.web.max_connections,
+            request_timeout=self.config.web.request_timeout,
+        )
+        self._server.start()
         self.runner.start()
 
     def status(self) -> dict[str, Any]:
@@ -122,8 +129,7 @@ class Exporter:
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
         self.runner.stop()
         self.db.close()
 

@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 import psycopg_pool
 import yaml
 
-from . import __version__, logs, webconfig
+from . import __version__, listen, logs, schema, webconfig
 from .app import Exporter, stop_on_signals
-from .config import DSN_VARIABLES, ENVIRONMENT, REDACTED, Config, ConfigError, resolve, to_document
+from .config import DEFAULT_LISTEN, DSN_VARIABLES, ENVIRONMENT, REDACTED, Config, ConfigError, resolve, to_document
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -32,6 +32,7 @@ LOG_FORMATS = ("text", "json")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="litellm-exporter",
+        usage="%(prog)s [options]\n       %(prog)s demo [demo options]  (litellm-exporter demo --help)",
         description="Prometheus exporter for the LiteLLM proxy's PostgreSQL database.",
         epilog="The database: --dsn, else database.dsn in --config, else "
         + ", else ".join(f"${name}" for name in DSN_VARIABLES)
@@ -49,7 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config", metavar="PATH", help="configuration file (default: none; every setting has a built-in default)"
     )
-    parser.add_argument("--listen", metavar="HOST:PORT", help="address to serve /metrics on (overrides web.listen)")
+    parser.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help=f"address to serve /metrics on (default: {DEFAULT_LISTEN}; :PORT for every interface;"
+        " overrides web.listen)",
+    )
     parser.add_argument(
         "--poll-interval",
         metavar="SECONDS",
@@ -139,16 +145,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_RUNTIME
-    except OSError as exc:
-        print(
-            f"litellm-exporter: cannot listen on {config.web.host}:{config.web.port}: {exc.strerror}", file=sys.stderr
-        )
+    except listen.ListenError as exc:
+        print(f"litellm-exporter: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
 
     scheme = "https" if exporter.security.ssl_context else "http"
-    log.info(
-        "serving on %s://%s:%d/metrics, reading %s", scheme, config.web.host, exporter.port, exporter.db.display_dsn
-    )
+    where = schema.format_listen(config.web.host, exporter.port)
+    log.info("serving on %s://%s/metrics, reading %s", scheme, where, exporter.db.display_dsn)
     while not stop.wait(0.2):
         if reload_requested.is_set():
             reload_requested.clear()

@@ -506,6 +506,7 @@ def resolve(path: str | Path | None, *, dsn: str | None = None) -> tuple[Config,
     --print-config."""
     document = read(path) if path is not None else None
     document = dict(document) if isinstance(document, dict) else ({} if document is None else document)
+    missing: list[str] = []
     if isinstance(document, dict):
         database = document.get("database")
         database = dict(database) if isinstance(database, dict) else ({} if database is None else database)
@@ -515,16 +516,22 @@ def resolve(path: str | Path | None, *, dsn: str | None = None) -> tuple[Config,
             elif "dsn" not in database:
                 variable = next((name for name in DSN_VARIABLES if os.environ.get(name)), None)
                 if variable is None:
-                    raise ConfigError(
-                        [
-                            "database.dsn: no database given: pass --dsn URL, set "
-                            + " or ".join(DSN_VARIABLES)
-                            + ", or name it in a --config file"
-                        ]
+                    missing.append(
+                        "database.dsn: no database given: pass --dsn URL, set "
+                        + " or ".join(DSN_VARIABLES)
+                        + ", or name it in a --config file"
                     )
-                database["dsn"] = f"os.environ/{variable}"
+                    # Read the rest all the same, so that every problem is told at once.
+                    database["dsn"] = "postgresql://"
+                else:
+                    database["dsn"] = f"os.environ/{variable}"
         document["database"] = database
-    config = parse(document)
+    try:
+        config = parse(document)
+    except ConfigError as exc:
+        raise ConfigError(missing + exc.problems) from None
+    if missing:
+        raise ConfigError(missing)
     written = document["database"]["dsn"] if isinstance(document, dict) else ""
     return config, str(written)
 
@@ -589,7 +596,6 @@ def to_document(config: Config, dsn: str) -> dict[str, Any]:
         return schema.format_duration(value)
 
     usage, budgets, latency, proxy = config.usage, config.budgets, config.latency, config.proxy
-    host = f"[{config.web.host}]" if ":" in config.web.host else config.web.host
     usage_entities = schema.subsection(ROOT, "collectors", "usage", "entities")
     budget_entities = schema.subsection(ROOT, "collectors", "budgets", "entities")
 
@@ -610,7 +616,7 @@ def to_document(config: Config, dsn: str) -> dict[str, Any]:
             "is_required": config.database.is_required,
         },
         "web": {
-            "listen": f"{host}:{config.web.port}",
+            "listen": schema.format_listen(config.web.host, config.web.port),
             "config_file": config.web.config_file,
             "enable_lifecycle": config.web.enable_lifecycle,
             "max_connections": config.web.max_connections,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import psycopg
 from psycopg import IsolationLevel
-from psycopg.abc import Buffer
+from psycopg.abc import Buffer, PQGen
 from psycopg.adapt import Dumper, Loader
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
@@ -50,6 +50,35 @@ class _RawTextDumper(Dumper):
         return obj.encode("utf-8", errors="surrogateescape")
 
 
+class NoAnswer(psycopg.OperationalError):
+    """The server (or the network to it) went silent: nothing came back within the deadline."""
+
+
+class BoundedConnection(psycopg.Connection[Any]):
+    """A connection on which no wait for the server lasts forever.
+
+    The server's statement_timeout ends a slow statement, but not a silent network: a server
+    that stops sending without a reset (a dropped route, a frozen host, a black-holing firewall)
+    would hold a poll, and its pool connection, until TCP gives up hours later. So each exchange
+    with the server (a statement and its results) is given ``answer_within`` seconds, after
+    which the connection is closed and the poll fails as the database being unavailable."""
+
+    answer_within: float | None = None
+    where = "the database"
+
+    def wait(self, gen: PQGen[T], interval: float = 0.1, timeout: float | None = None) -> T:
+        if timeout is not None or self.answer_within is None:
+            return super().wait(gen, interval, timeout)
+        try:
+            return super().wait(gen, interval, self.answer_within)
+        except psycopg.errors._WaitTimeout:  # psycopg's own deadline; not a public name
+            self.pgconn.finish()  # mid-exchange: the connection can never be used again
+            raise NoAnswer(
+                f"{self.where} sent nothing back for {self.answer_within:g}s (a silent network or server):"
+                " the connection was closed"
+            ) from None
+
+
 class Database:
     """A connection pool whose every transaction is read-only and time-limited on the server."""
 
@@ -60,6 +89,9 @@ class Database:
         # transaction whichever server connection is free, so only a transaction's own settings
         # are sure to be the ones its queries run under.
         self._statement_timeout = f"{max(1, round(config.statement_timeout * 1000))}ms"
+        # A statement the server ends by its statement_timeout answers in about that time; more
+        # than a connect timeout past it, the server or the network to it has gone silent.
+        self._answer_within = config.statement_timeout + config.connect_timeout
         self._conninfo = conninfo = make_conninfo(
             config.dsn,
             application_name=APPLICATION_NAME,
@@ -67,6 +99,7 @@ class Database:
         )
         self._pool = ConnectionPool(
             conninfo,
+            connection_class=BoundedConnection,
             min_size=config.min_conns,
             max_size=config.max_conns,
             open=False,
@@ -79,8 +112,13 @@ class Database:
             reconnect_timeout=_RECONNECT_CAP,
         )
 
-    @staticmethod
-    def _configure(conn: psycopg.Connection) -> None:
+    def _bound(self, conn: BoundedConnection) -> None:
+        params = conninfo_to_dict(self._conninfo)
+        conn.where = f"{params.get('host') or 'localhost'}:{params.get('port') or 5432}"
+        conn.answer_within = self._answer_within
+
+    def _configure(self, conn: BoundedConnection) -> None:
+        self._bound(conn)
         if conn.info.encoding == "ascii":
             # A SQL_ASCII database stores any bytes, invalid UTF-8 included, and psycopg hands
             # them over undecoded. Bytes that are not UTF-8 are kept as surrogates, so that an id
@@ -101,7 +139,7 @@ class Database:
         return redact_dsn(self._config.dsn)
 
     @property
-    def pool(self) -> ConnectionPool:
+    def pool(self) -> ConnectionPool[BoundedConnection]:
         return self._pool
 
     def unreachable(self) -> str | None:
@@ -109,7 +147,8 @@ class Database:
         can. The cheap check the runner's watcher makes while the database is away, outside the
         pool, whose own errors say only that it waited."""
         try:
-            with psycopg.connect(self._conninfo, autocommit=True) as conn:
+            with BoundedConnection.connect(self._conninfo, autocommit=True) as conn:
+                self._bound(conn)
                 conn.execute("SELECT 1")
             return None
         except psycopg.Error as exc:

@@ -5,6 +5,7 @@ A scrape only ever reads these snapshots, so it never waits on the database.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -18,6 +19,7 @@ from .config import Config
 from .db import Database
 from .errors import Reason, classify, describe
 from .families import Family, build, gauge
+from .supervise import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,28 @@ class _State:
     failing_reason: Reason | None = None
     last_poll: float | None = None  # wall-clock time the last poll finished
     last_error: str | None = None  # the last failed poll's reason and message, until one succeeds
+
+
+class _Causes:
+    """Which cause of failure each part is failing with, so that a cause that several
+    collectors share (the database is down) is logged once, not once per collector."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_part: dict[str, str] = {}
+
+    def failing(self, part: str, cause: str) -> bool:
+        """``part`` fails with ``cause``; True when that is news (no other part has it now)."""
+        with self._lock:
+            before = self._by_part.get(part)
+            self._by_part[part] = cause
+            return before != cause and sum(1 for c in self._by_part.values() if c == cause) == 1
+
+    def recovered(self, part: str) -> str | None:
+        """``part`` no longer fails; the cause it had when no other part still has it."""
+        with self._lock:
+            cause = self._by_part.pop(part, None)
+            return cause if cause is not None and cause not in self._by_part.values() else None
 
 
 @dataclass(frozen=True)
@@ -60,9 +84,11 @@ class Runner:
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         max_gauge_age: float | None = None,
-        self_metrics: Callable[[], list[Family]] | None = None,
+        self_metrics: Sequence[Callable[[], list[Family]]] = (),
+        supervisor: Supervisor | None = None,
     ) -> None:
-        self._extra_self_metrics = self_metrics
+        self._extra_self_metrics = list(self_metrics)
+        self._supervisor = supervisor or Supervisor()
         # Called with a collector's new families after each successful poll, on its thread.
         self._listeners: list[Callable[[Sequence[Family]], None]] = []
         self._db = db
@@ -79,6 +105,10 @@ class Runner:
         # fixed schedule, and wakes every collector the moment it answers.
         self._database_down = threading.Event()
         self._database_problem: str | None = None
+        self._causes = _Causes()
+        # Why a connection cannot be made, asked once for every collector that fails at once.
+        self._cause_lock = threading.Lock()
+        self._cause_checked: tuple[float, str | None] | None = None
         self._threads: list[threading.Thread] = []
         self._generation = 0
         # Held through a poll, so that a reload never changes a collector halfway through one.
@@ -99,15 +129,13 @@ class Runner:
             self._generation += 1
 
     def start(self) -> None:
-        watcher = threading.Thread(target=self._watch_database, name="database-watch", daemon=True)
-        watcher.start()
-        self._threads.append(watcher)
+        # The watcher's first look, at once: a database that refuses connections is said in the
+        # first second, not after the pool's connect timeout.
+        self._database_down.set()
+        self._threads.append(self._supervisor.start("database-watch", self._watch_database, self._stop))
         for collector in self._collectors:
-            thread = threading.Thread(
-                target=self._loop, args=(collector,), name=f"collector-{collector.name}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
+            loop = functools.partial(self._loop, collector)
+            self._threads.append(self._supervisor.start(f"collector-{collector.name}", loop, self._stop))
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -136,19 +164,43 @@ class Runner:
             self._database_down.wait()
             if self._stop.is_set():
                 return
-            cause = self._db.unreachable()
-            if cause != self._database_problem:
-                self._database_problem = cause
-                if cause is not None:
-                    log.warning("cannot connect to %s: %s", self._db.display_dsn, cause)
-            if cause is None:
-                log.info("the database answers: polling every collector now")
+            cause = self._connection_problem(fresh=True)
+            self._database_problem = cause
+            if cause is not None:
+                text = self._cannot_connect(cause)
+                if self._causes.failing("database", text):
+                    log.warning("%s", text)
+            else:
+                if self._causes.recovered("database") is not None:
+                    log.info("the database at %s answers again: polling every collector now", self._db.display_dsn)
                 self._database_down.clear()
                 self._db.refresh()
                 for wake in self._wake.values():
                     wake.set()
             # Never more often than this, even when polls keep failing while it answers.
             self._stop.wait(self.WATCH_INTERVAL)
+
+    def _cannot_connect(self, cause: str) -> str:
+        return f"{Reason.DATABASE_UNAVAILABLE.value}: cannot connect to {self._db.display_dsn}: {cause}"
+
+    def _connection_problem(self, *, fresh: bool = False) -> str | None:
+        """Why a new connection cannot be made (None: it can), asked of the database at most
+        once per watch interval however many collectors fail at once."""
+        with self._cause_lock:
+            now = self._monotonic()
+            checked = self._cause_checked
+            if fresh or checked is None or now - checked[0] > self.WATCH_INTERVAL:
+                checked = self._cause_checked = (now, self._db.unreachable())
+            return checked[1]
+
+    def _failure_text(self, reason: Reason, exc: BaseException) -> str:
+        """The reason and what went wrong, in one line: the same in the log, /status and /ready."""
+        if reason is Reason.DATABASE_UNAVAILABLE:
+            # The pool says only that it waited; a connection attempt says why.
+            cause = self._connection_problem()
+            if cause is not None:
+                return self._cannot_connect(cause)
+        return describe(exc)
 
     def reconfigure(self, config: Config) -> None:
         for collector in self._collectors:
@@ -168,32 +220,29 @@ class Runner:
         except Exception as exc:  # every failure is reported as a metric, never raised
             duration = time.perf_counter() - started
             replacement = collector.on_failure(self._db, exc)
+            reason = classify(exc)
+            text = self._failure_text(reason, exc)
             with self._lock:
                 self._generation += 1
                 state = self._states[collector.name]
                 state.polled = True
                 state.success = False
                 state.duration = duration
-                reason = classify(exc)
                 state.failures[reason] += 1
                 state.last_poll = self._wall_clock()
-                state.last_error = f"{reason.value}: {describe(exc)}"
+                state.last_error = text
                 if reason is Reason.DATABASE_UNAVAILABLE:
                     self._database_down.set()
                 if replacement is not None:
                     # What a collector reports about its own failure is current, never stale.
                     state.families = tuple(replacement)
                     state.families_at = None
-                # One line per change of state, not one per failed poll.
-                changed = reason != state.failing_reason
                 state.failing_reason = reason
-            if changed:
-                detail = describe(exc)
-                if reason is Reason.DATABASE_UNAVAILABLE:
-                    # The pool says only that it waited; a connection attempt says why.
-                    cause = self._db.unreachable()
-                    detail = f"{reason.value}: cannot connect to {self._db.display_dsn}: {cause}" if cause else detail
-                log.warning("collector %s failed: %s", collector.name, detail)
+            # One line per cause and change, however many collectors share the cause; nothing
+            # for a poll that the exporter's own shutdown ended.
+            if self._causes.failing(collector.name, text) and not self._stop.is_set():
+                # A failure no reason names is a fault of the exporter's own: its traceback, once.
+                log.warning("collector %s failed: %s", collector.name, text, exc_info=reason is Reason.INTERNAL)
             return False
         duration = time.perf_counter() - started
         for listener in self._listeners:
@@ -213,8 +262,10 @@ class Runner:
             state.families_at = self._monotonic()
             state.failing_reason = None
             state.last_error = None
-        if recovered:
-            log.info("collector %s recovered", collector.name)
+        # Said by the last of the parts that shared the cause (this collector, or the watcher).
+        cause = self._causes.recovered(collector.name)
+        if recovered and cause is not None:
+            log.info("collector %s recovered from: %s", collector.name, cause)
         return True
 
     def ready(self) -> bool:
@@ -247,7 +298,33 @@ class Runner:
 
     def problems(self) -> list[str]:
         """What the collectors found wrong with the database, one sentence each."""
-        return [p for p in (c.problem for c in self.collectors) if p]
+        return list(dict.fromkeys(p for p in (c.problem for c in self.collectors) if p))
+
+    def not_ready(self) -> list[str]:
+        """Why /ready fails, one line each (empty once every collector has polled successfully):
+        what the collectors found wrong with the database (the root cause: the failures it causes
+        are not listed again); else the collectors that failed and why, then those that have not
+        finished a first poll yet."""
+        found = self.problems()
+        if found:
+            return found
+        failed: dict[str, list[str]] = {}
+        waiting = []
+        enabled = {c.name for c in self.collectors}
+        with self._lock:
+            for name, state in self._states.items():
+                if name not in enabled or state.last_success is not None:
+                    continue
+                if state.last_error is not None:
+                    failed.setdefault(state.last_error, []).append(name)
+                else:
+                    waiting.append(name)
+        for error, names in failed.items():
+            which = f"collector {names[0]}" if len(names) == 1 else f"collectors {', '.join(names)}"
+            found.append(f"{which} failed: {error}")
+        if waiting:
+            found.append(f"waiting for the first poll of: {', '.join(waiting)}")
+        return found
 
     def snapshot_key(self) -> tuple[int, tuple[str, ...]]:
         """Changes whenever what families() returns may have: a poll, or gauges going stale."""
@@ -279,8 +356,8 @@ class Runner:
             # a gauge that old may no longer be, so it is dropped rather than served stale.
             result.extend(f for f in state.families if not (name in stale and f.kind == "gauge"))
         result.extend(self._self_metrics(states))
-        if self._extra_self_metrics is not None:
-            result.extend(self._extra_self_metrics())
+        for extra in (self._supervisor.families, *self._extra_self_metrics):
+            result.extend(extra())
         return result
 
     def _self_metrics(self, states: dict[str, _State]) -> list[Family]:

@@ -234,7 +234,7 @@ def listen_address() -> Validator:
 
 
 def parse_listen(text: str) -> tuple[str, int] | None:
-    """``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (every interface)."""
+    """``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (every interface: the same as ``0.0.0.0``)."""
     host, sep, port = text.strip().rpartition(":")
     if not sep or not port.isdigit():
         return None
@@ -246,6 +246,11 @@ def parse_listen(text: str) -> tuple[str, int] | None:
     if ":" in host and not text.strip().startswith("["):
         return None
     return host or "0.0.0.0", number
+
+
+def format_listen(host: str, port: int) -> str:
+    """What ``parse_listen`` reads back: IPv6 in brackets, every interface as ``:PORT``."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class Section:

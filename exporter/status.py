@@ -54,6 +54,7 @@ def collect(runner: Runner, database: str) -> dict[str, Any]:
     by_name = {c.name: c for c in collectors}
     up = _value(families, "litellm_db_up")
     problem = runner.database_problem
+    tables = _value(families, "litellm_db_litellm_tables")
     database_status: dict[str, Any] = {
         "dsn": database,
         "up": None if up is None else up == 1.0,
@@ -64,7 +65,9 @@ def collect(runner: Runner, database: str) -> dict[str, Any]:
             "migration": next(
                 (labels["migration"] for labels, _ in _samples(families, "litellm_db_schema_migration_info")), None
             ),
-            "litellm_tables": _value(families, "litellm_db_litellm_tables"),
+            "litellm_tables": None
+            if (tables := _value(families, "litellm_db_litellm_tables")) is None
+            else int(tables),
             "sources": {
                 labels["family"]: labels["source"] for labels, _ in _samples(families, "litellm_exporter_source_info")
             },
@@ -80,9 +83,11 @@ def collect(runner: Runner, database: str) -> dict[str, Any]:
     over_cap = {
         labels["family"]: int(value) for labels, value in _samples(families, "litellm_exporter_entities_over_cap")
     }
+    not_ready = runner.not_ready()
     return {
         "version": __version__,
-        "ready": runner.ready(),
+        "ready": not not_ready,
+        "not_ready": not_ready,
         "database": database_status,
         "collectors": [
             {
@@ -100,13 +105,15 @@ def collect(runner: Runner, database: str) -> dict[str, Any]:
         ],
         "series": {"served": series_count(families), "entities_over_cap": over_cap},
         "proxies": [{"target": target, **state} for target, state in sorted(proxies.items())],
-        "notes": _notes(families, by_name.get("usage")),
+        "notes": _notes(families, by_name.get("usage"), database_status),
     }
 
 
-def _notes(families: list[Family], usage: Any) -> list[str]:
+def _notes(families: list[Family], usage: Any, database: dict[str, Any]) -> list[str]:
     notes = []
-    if usage is not None and usage.success and not _samples(families, "litellm_requests"):
+    # Only where LiteLLM's tables are there: a database without them is a finding, not a quiet proxy.
+    usable = not database["findings"] and (database["schema"]["litellm_tables"] or 0) > 0
+    if usable and usage is not None and usage.success and not _samples(families, "litellm_requests"):
         notes.append(
             "LiteLLM has recorded no requests in this database yet: the usage families are empty until the"
             " proxy's first flush of spend (about 10 seconds after its first request)."
@@ -141,11 +148,13 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 def render_html(status: dict[str, Any]) -> str:
     """The landing page: the same data as ``/status``, as plain HTML with no script."""
     db = status["database"]
-    verdict = (
-        '<p class="good">Working: every collector has polled successfully.</p>'
-        if status["ready"] and db["up"]
-        else '<p class="bad">Not working yet: see the database and the collectors below.</p>'
-    )
+    if status["ready"] and db["up"]:
+        verdict = '<p class="good">Working: every collector has polled successfully.</p>'
+    else:
+        reasons = "".join(f"<li>{html.escape(reason)}</li>" for reason in status["not_ready"])
+        verdict = f'<p class="bad">Not working yet:</p><ul class="bad">{reasons}</ul>' if reasons else ""
+        verdict = verdict or '<p class="bad">Not working: the database does not answer.</p>'
+
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8"><title>litellm-exporter</title>',
@@ -155,7 +164,6 @@ def render_html(status: dict[str, Any]) -> str:
         '<p><a href="metrics">/metrics</a> &middot; <a href="status">/status</a> (this page as JSON) &middot;'
         ' <a href="healthz">/healthz</a> &middot; <a href="ready">/ready</a></p>',
     ]
-    parts += [f'<p class="bad">{html.escape(note)}</p>' for note in db["findings"]]
     parts += [f"<p>{html.escape(note)}</p>" for note in status["notes"]]
     schema = db["schema"]
     parts += [
@@ -197,7 +205,7 @@ def render_html(status: dict[str, Any]) -> str:
             [
                 [
                     c["name"],
-                    c["enabled"],
+                    "on" if c["enabled"] else "off",
                     c["interval_seconds"],
                     c["last_poll"],
                     c["last_success"],
@@ -212,7 +220,7 @@ def render_html(status: dict[str, Any]) -> str:
         "<h2>Series</h2>",
         f"<p>{status['series']['served']} series served.</p>",
     ]
-    over = status["series"]["entities_over_cap"]
+    over = {family: count for family, count in status["series"]["entities_over_cap"].items() if count}
     if over:
         parts.append(
             _table(
@@ -220,6 +228,8 @@ def render_html(status: dict[str, Any]) -> str:
                 [[family, count] for family, count in sorted(over.items())],
             )
         )
+    else:
+        parts.append("<p>No family's cap leaves an entity out.</p>")
     if status["proxies"]:
         parts += [
             "<h2>Proxies</h2>",

@@ -1,30 +1,43 @@
-"""The HTTP server: ``/metrics``, a landing page, and liveness and readiness endpoints."""
+"""The HTTP server: ``/metrics``, a landing page, and liveness and readiness endpoints.
+
+aiohttp's server on an asyncio loop of its own thread: an idle or slow connection costs a socket,
+never a thread, and the request parser is aiohttp's. Around it, what an exporter facing hostile
+networks needs: a deadline per connection (``web.request_timeout`` from its arrival, the TLS
+handshake included), a cap on connections held at once (past it, new ones are closed at the
+door), one request per connection, and the answers computed on a small pool of threads, so that
+a bcrypt check or a large status page never holds the loop. Every answer is read from the
+runner's memory: a scrape never waits on the database.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gzip
-import io
 import json
 import logging
-import selectors
 import socket
-import socketserver
-import ssl
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from . import __version__, status
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from . import __version__, listen, status
 from .exposition import Exposition
 from .runner import Runner
+from .supervise import Supervisor
 from .webconfig import WebSecurity
 
 log = logging.getLogger(__name__)
+# aiohttp reports a client's malformed request at debug level and answers it 400 by itself; an
+# exception in our handler never reaches it (it is caught and counted below).
+logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
+logging.getLogger("aiohttp.access").setLevel(logging.CRITICAL)
 
+COMPONENT = "http"
 _TEXT = "text/plain; charset=utf-8"
 # Sent on every response; operators can add or override them in the web config file.
 _SECURITY_HEADERS = {
@@ -34,273 +47,278 @@ _SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+_SERVER = f"litellm-exporter/{__version__}"
+# aiohttp's limits on a request head: a line, a header field, and the number of fields.
+_MAX_LINE = 8190
+_MAX_FIELDS = 100
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: ExporterHTTPServer
-    server_version = f"litellm-exporter/{__version__}"
-    protocol_version = "HTTP/1.1"
+def accepts_gzip(header: str) -> bool:
+    """Whether an Accept-Encoding header admits gzip, by its q-values (RFC 9110, 12.5.3)."""
+    named: float | None = None
+    wildcard: float | None = None
+    for part in header.split(","):
+        coding, _, parameters = part.partition(";")
+        quality = 1.0
+        for parameter in parameters.split(";"):
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value.strip())
+                except ValueError:
+                    quality = 0.0
+        coding = coding.strip().lower()
+        if coding in ("gzip", "x-gzip"):
+            named = max(named or 0.0, quality)
+        elif coding == "*":
+            wildcard = quality
+    if named is not None:
+        return named > 0
+    return wildcard is not None and wildcard > 0
 
-    def __init__(self, request: Any, client_address: Any, server: ExporterHTTPServer, head: bytes) -> None:
-        self._head = head
-        super().__init__(request, client_address, server)
 
-    def setup(self) -> None:
-        super().setup()
-        # The request head was read by the server's waiting room; one request per connection.
-        self.rfile = io.BytesIO(self._head)
+class _Connection(asyncio.Protocol):
+    """One client connection: counted against the cap, closed at its deadline, and otherwise
+    handed to aiohttp's protocol."""
 
-    def handle(self) -> None:
-        self.handle_one_request()
+    def __init__(self, front: WebServer, inner: RequestHandler) -> None:
+        self._front = front
+        self._inner: RequestHandler | None = inner
+        self._deadline: asyncio.TimerHandle | None = None
+        self._transport: asyncio.Transport | None = None
+        self._head_seen = False
+        self._tail = b""
 
-    def do_GET(self) -> None:
-        self._respond(send_body=True)
-
-    def do_HEAD(self) -> None:
-        self._respond(send_body=False)
-
-    def do_POST(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/-/reload" and self.server.reload is not None:
-            if not self._authorized():
-                return
-            ok, message = self.server.reload()
-            self._send(200 if ok else 500, _TEXT, f"{message}\n".encode(), True)
-        else:
-            self._not_allowed()
-
-    def do_PUT(self) -> None:
-        self._not_allowed()
-
-    do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = do_PUT  # noqa: N815 - http.server dispatches by name
-
-    def _not_allowed(self) -> None:
-        self._send(405, _TEXT, b"method not allowed\n", True, extra={"Allow": "GET, HEAD"})
-
-    def _authorized(self) -> bool:
-        if self.server.security.authorized(self.headers.get("Authorization")):
-            return True
-        self._send(401, _TEXT, b"unauthorized\n", True, extra={"WWW-Authenticate": 'Basic realm="litellm-exporter"'})
-        return False
-
-    def _respond(self, *, send_body: bool) -> None:
-        path = self.path.split("?", 1)[0]
-        # /healthz says only that the process is alive, so orchestrators may ask without credentials.
-        if path != "/healthz" and not self._authorized():
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport) and self._inner is not None
+        self._transport = transport
+        if not self._front._admit(self):
+            self._inner = None
+            transport.abort()
             return
-        if path == "/metrics":
-            body, content_type = self.server.exposition.render(self.headers.get("Accept", ""))
-            gzipped = "gzip" in self.headers.get("Accept-Encoding", "")
-            if gzipped:
-                body = gzip.compress(body, compresslevel=5)
-            self._send(200, content_type, body, send_body, extra={"Content-Encoding": "gzip"} if gzipped else None)
-        elif path == "/":
-            page = status.render_html(self.server.status()).encode()
-            self._send(200, "text/html; charset=utf-8", page, send_body)
-        elif path == "/status":
-            body = json.dumps(self.server.status(), indent=2).encode() + b"\n"
-            self._send(200, "application/json", body, send_body)
-        elif path == "/healthz":
-            self._send(200, _TEXT, b"ok\n", send_body)
-        elif path == "/ready":
-            problems = self.server.runner.problems()
-            if problems:
-                self._send(503, _TEXT, "".join(f"{p}\n" for p in problems).encode(), send_body)
-            elif self.server.runner.ready():
-                self._send(200, _TEXT, b"ready\n", send_body)
-            else:
-                self._send(503, _TEXT, b"waiting for the first poll of every collector\n", send_body)
-        else:
-            self._send(404, _TEXT, b"not found\n", send_body)
+        self._deadline = asyncio.get_running_loop().call_later(self._front.request_timeout, transport.abort)
+        self._inner.connection_made(transport)
 
-    def _send(
-        self, status: int, content_type: str, body: bytes, send_body: bool, *, extra: dict[str, str] | None = None
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Connection", "close")
-        for name, value in {**_SECURITY_HEADERS, **self.server.security.headers, **(extra or {})}.items():
-            self.send_header(name, value)
-        self.end_headers()
-        if send_body:
-            self.wfile.write(body)
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's signature
-        log.debug("%s %s", self.address_string(), format % args)
+    def data_received(self, data: bytes) -> None:
+        if not self._head_seen:
+            window = self._tail + data
+            self._head_seen = b"\r\n\r\n" in window or b"\n\n" in window
+            self._tail = window[-3:]
+        if self._inner is not None:
+            self._inner.data_received(data)
+
+    def eof_received(self) -> bool:
+        # A client may close its side once its request is sent: the answer is still written
+        # (then aiohttp closes). A head that can no longer complete is closed at once.
+        return self._head_seen and self._inner is not None
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        if self._inner is not None:
+            self._inner.connection_lost(exc)
+            self._inner = None
+            self._front._release(self)
 
 
-class _Waiting:
-    """A connection whose request has not fully arrived: it holds a socket, never a thread."""
-
-    __slots__ = ("address", "buffer", "deadline", "handshaken", "sock")
-
-    def __init__(self, sock: socket.socket, address: Any, deadline: float, handshaken: bool) -> None:
-        self.sock = sock
-        self.address = address
-        self.deadline = deadline
-        self.handshaken = handshaken
-        self.buffer = bytearray()
-
-
-class ExporterHTTPServer(socketserver.TCPServer):
-    """An HTTP server that idle or slow clients cannot exhaust.
-
-    Accepted connections wait in one selector, costing a socket each, until their whole request
-    head (and, under TLS, the handshake) has arrived, read without blocking; only then does a
-    worker from a small pool answer them, one request per connection. A connection whose request
-    is not complete within ``request_timeout`` of its arrival is closed, and past
-    ``max_connections`` held at once, new ones are refused at the door."""
-
-    allow_reuse_address = True
-    request_queue_size = 128
-    _MAX_HEAD = 64 * 1024
+class WebServer:
+    """Serves the exporter on sockets already bound (``listen.bind``), on a thread of its own
+    that the supervisor restarts if it ever fails."""
 
     def __init__(
         self,
-        address: tuple[str, int],
+        sockets: list[socket.socket],
         exposition: Exposition,
         runner: Runner,
         security: WebSecurity | None = None,
         reload: Callable[[], tuple[bool, str]] | None = None,
         *,
         status: Callable[[], dict[str, Any]],
+        supervisor: Supervisor,
         max_connections: int = 1024,
         request_timeout: float = 10.0,
-        workers: int = 8,
+        workers: int = 4,
     ) -> None:
-        self.address_family = _family_for(address[0])
-        # Connections are answered by _answer, never by TCPServer's own request handling.
-        super().__init__(address, socketserver.BaseRequestHandler)
+        self.sockets = sockets
         self.exposition = exposition
         self.runner = runner
         self.security = security or WebSecurity()
         self.reload = reload
         self.status = status  # the landing page's and /status's data
+        self.supervisor = supervisor
         self.max_connections = max_connections
         self.request_timeout = request_timeout
-        self._workers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="http")
-        self._selector = selectors.DefaultSelector()
-        self._lock = threading.Lock()
-        self._held = 0  # waiting and being answered
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="http-worker")
+        # Only ever changed on the loop's thread.
+        self._connections: set[_Connection] = set()
         self._stopping = threading.Event()
-        self._wake_read, self._wake_write = socket.socketpair()
-        self._wake_read.setblocking(False)
-        self._selector.register(self._wake_read, selectors.EVENT_READ, None)
-        self._waiting_room = threading.Thread(target=self._wait_for_requests, name="http-wait", daemon=True)
-        self._waiting_room.start()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_loop: asyncio.Event | None = None
+        self._serving = threading.Event()
+
+    @property
+    def port(self) -> int:
+        return int(self.sockets[0].getsockname()[1])
 
     @property
     def held_connections(self) -> int:
-        with self._lock:
-            return self._held
+        return len(self._connections)
 
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, address = super().get_request()
-        context = self.security.ssl_context
-        if context is not None:
-            # The handshake happens in the waiting room, without blocking, never in accept().
-            sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return sock, address
+    def _admit(self, connection: _Connection) -> bool:
+        if len(self._connections) >= self.max_connections:
+            log.debug("refusing a connection: %d held already", self.max_connections)
+            return False
+        self._connections.add(connection)
+        return True
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._lock:
-            if self._held >= self.max_connections:
-                full = True
-            else:
-                full = False
-                self._held += 1
-        if full:
-            log.debug("refusing a connection from %s: %d held already", client_address, self.max_connections)
-            self.shutdown_request(request)
-            return
-        request.setblocking(False)
-        waiting = _Waiting(
-            request,
-            client_address,
-            time.monotonic() + self.request_timeout,
-            handshaken=not isinstance(request, ssl.SSLSocket),
-        )
-        self._selector.register(request, selectors.EVENT_READ, waiting)
-        self._wake_write.send(b"\0")
+    def _release(self, connection: _Connection) -> None:
+        self._connections.discard(connection)
 
-    def _wait_for_requests(self) -> None:
-        while not self._stopping.is_set():
-            for key, _ in self._selector.select(timeout=0.5):
-                if key.data is None:
-                    with contextlib.suppress(OSError):
-                        self._wake_read.recv(4096)
-                    continue
-                self._progress(key.data)
-            now = time.monotonic()
-            for key in list(self._selector.get_map().values()):
-                if key.data is not None and key.data.deadline < now:
-                    log.debug("closing a connection from %s: no request within the deadline", key.data.address)
-                    self._drop(key.data)
+    # -- the loop ----------------------------------------------------------------------
 
-    def _progress(self, waiting: _Waiting) -> None:
-        sock = waiting.sock
+    def start(self, timeout: float = 10.0) -> None:
+        self.supervisor.start(COMPONENT, self._serve, self._stopping)
+        self._serving.wait(timeout)
+
+    def _serve(self) -> None:
+        loop = asyncio.new_event_loop()
+        loop.set_exception_handler(self._loop_error)
         try:
-            if not waiting.handshaken:
-                assert isinstance(sock, ssl.SSLSocket)
-                sock.do_handshake()
-                waiting.handshaken = True
-            while True:
-                chunk = sock.recv(16384)
-                if not chunk:
-                    self._drop(waiting)  # the client hung up
-                    return
-                waiting.buffer += chunk
-                if b"\r\n\r\n" in waiting.buffer or len(waiting.buffer) > self._MAX_HEAD:
-                    break
-                if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
-                    return  # wait for more
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
-            return
-        except OSError:
-            self._drop(waiting)  # a failed handshake, a reset: not the exporter's error
-            return
-        self._selector.unregister(sock)
-        self._workers.submit(self._answer, waiting)
-
-    def _answer(self, waiting: _Waiting) -> None:
-        try:
-            waiting.sock.setblocking(True)
-            waiting.sock.settimeout(max(0.1, waiting.deadline - time.monotonic()))
-            _Handler(waiting.sock, waiting.address, self, bytes(waiting.buffer))
-        except Exception:  # a client that goes away mid-response is not the exporter's error
-            log.debug("connection from %s ended with an error", waiting.address, exc_info=True)
+            loop.run_until_complete(self._main(loop))
         finally:
-            self._close(waiting.sock)
+            with contextlib.suppress(Exception):
+                for task in asyncio.all_tasks(loop):
+                    task.cancel()
+                loop.run_until_complete(asyncio.sleep(0))
+            self._loop = None
+            loop.close()
 
-    def _drop(self, waiting: _Waiting) -> None:
-        with contextlib.suppress(KeyError, ValueError):
-            self._selector.unregister(waiting.sock)
-        self._close(waiting.sock)
+    async def _main(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._stop_loop = asyncio.Event()
+        server = web.Server(
+            self._handle,
+            max_line_size=_MAX_LINE,
+            max_field_size=_MAX_LINE,
+            max_headers=_MAX_FIELDS,
+            access_log=None,
+        )
+        listeners = []
+        try:
+            for sock in self.sockets:
+                # A duplicate of the bound socket, which the loop closes when it stops: the
+                # socket itself stays open for a restart to serve again.
+                listeners.append(
+                    await loop.create_server(
+                        lambda: _Connection(self, server()),
+                        sock=sock.dup(),
+                        backlog=listen.BACKLOG,
+                        ssl=self.security.ssl_context,
+                        ssl_handshake_timeout=self.request_timeout if self.security.ssl_context else None,
+                    )
+                )
+            self._loop = loop
+            self._serving.set()
+            await self._stop_loop.wait()
+        finally:
+            for listener in listeners:
+                listener.close()
+            await server.shutdown(timeout=1.0)
+            for connection in list(self._connections):
+                connection.abort()
 
-    def _close(self, sock: socket.socket) -> None:
-        self.shutdown_request(sock)
-        with self._lock:
-            self._held -= 1
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """What asyncio would print: an exception no callback caught."""
+        exc = context.get("exception")
+        if exc is None:
+            log.warning("http: %s", context.get("message"))
+        elif not isinstance(exc, OSError):  # a client going away, a failed handshake: not ours
+            self.supervisor.internal_error(COMPONENT, exc)
 
-    def server_close(self) -> None:
+    def stop(self) -> None:
         self._stopping.set()
-        self._wake_write.send(b"\0")
-        self._waiting_room.join(timeout=2)
-        for key in list(self._selector.get_map().values()):
-            if key.data is not None:
-                self._drop(key.data)
-        self._selector.close()
-        self._wake_read.close()
-        self._wake_write.close()
-        self._workers.shutdown(wait=False, cancel_futures=True)
-        super().server_close()
+        loop, event = self._loop, self._stop_loop
+        if loop is not None and event is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(event.set)
+        thread = self.supervisor.thread(COMPONENT)
+        if thread is not None:
+            thread.join(timeout=5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
 
-    def serve_in_background(self) -> threading.Thread:
-        thread = threading.Thread(target=self.serve_forever, name="http", daemon=True)
-        thread.start()
-        return thread
+    # -- requests ----------------------------------------------------------------------
 
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            status_code, content_type, body, extra = await asyncio.get_running_loop().run_in_executor(
+                self._pool, self._answer, request.method, request.path, request.headers
+            )
+        except Exception as exc:  # a bug of ours: counted, logged once, answered 500
+            self.supervisor.internal_error(COMPONENT, exc)
+            status_code, content_type, body, extra = 500, _TEXT, b"internal error\n", {}
+        headers = {
+            "Server": _SERVER,
+            "Content-Type": content_type,
+            "Connection": "close",
+            **_SECURITY_HEADERS,
+            **self.security.headers,
+            **extra,
+        }
+        response = web.Response(status=status_code, body=body, headers=headers)
+        response.force_close()
+        return response
 
-def _family_for(host: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
+    def _answer(self, method: str, path: str, headers: Any) -> tuple[int, str, bytes, dict[str, str]]:
+        """Status, content type, body and extra headers for one request (on a worker thread)."""
+        if method == "POST" and path == "/-/reload" and self.reload is not None:
+            denied = self._denied(headers)
+            if denied is not None:
+                return denied
+            ok, message = self.reload()
+            return 200 if ok else 500, _TEXT, f"{message}\n".encode(), {}
+        if method not in ("GET", "HEAD"):
+            return 405, _TEXT, b"method not allowed\n", {"Allow": "GET, HEAD"}
+        if path == "/healthz":
+            # Says only whether the process should be restarted, so orchestrators may ask
+            # without credentials.
+            problems = self.supervisor.problems()
+            if problems:
+                return 503, _TEXT, "".join(f"{p}\n" for p in problems).encode(), {}
+            return 200, _TEXT, b"ok\n", {}
+        denied = self._denied(headers)
+        if denied is not None:
+            return denied
+        if path == "/metrics":
+            body, content_type = self.exposition.render(headers.get("Accept", ""))
+            if accepts_gzip(headers.get("Accept-Encoding", "")):
+                return 200, content_type, gzip.compress(body, compresslevel=5), {"Content-Encoding": "gzip"}
+            return 200, content_type, body, {}
+        if path == "/":
+            return 200, "text/html; charset=utf-8", status.render_html(self.status()).encode(), {}
+        if path == "/status":
+            return 200, "application/json", json.dumps(self.status(), indent=2).encode() + b"\n", {}
+        if path == "/ready":
+            problems = self.runner.not_ready()
+            if problems:
+                return 503, _TEXT, "".join(f"{p}\n" for p in problems).encode(), {}
+            return 200, _TEXT, b"ready\n", {}
+        return 404, _TEXT, b"not found\n", {}
+
+    def _denied(self, headers: Any) -> tuple[int, str, bytes, dict[str, str]] | None:
+        if self.security.authorized(headers.get("Authorization")):
+            return None
+        return 401, _TEXT, b"unauthorized\n", {"WWW-Authenticate": 'Basic realm="litellm-exporter"'}

@@ -262,3 +262,35 @@ def test_gauges_match_tables_under_random_traffic(make_exporter, conn, clock, li
             labels: v[1] - v[0] for labels, v in with_budget.items()
         }
     assert hash_token("sk-r0") == tokens[0]
+
+
+def test_a_failed_poll_leaves_the_cap_report_as_the_last_good_poll_left_it(
+    make_exporter, entities, litellm_dsn, monkeypatch
+):
+    from exporter.collectors import budgets as budgets_module
+    from exporter.config import parse
+
+    for n in range(3):
+        entities.team(f"capped-{n}", f"Capped {n}", max_budget=10.0 + n)
+    capped = {"budgets": {"entities": {"team": {"max_series": 1}}}}
+    exporter = make_exporter(parse({"database": {"dsn": litellm_dsn}, "collectors": capped}))
+    collector = next(c for c in exporter.runner.collectors if c.name == "budgets")
+    assert exporter.runner.poll_once(collector)
+    over = scrape(exporter)["litellm_exporter_entities_over_cap"]
+    assert over[frozenset({("family", "litellm_team_budget")})] == 2.0
+
+    # More teams over the cap, and a poll that fails after reading them, in its last query.
+    for n in range(3, 6):
+        entities.team(f"capped-{n}", f"Capped {n}", max_budget=10.0 + n)
+
+    def failing(self, conn, limit):
+        raise psycopg.errors.QueryCanceled("canceling statement due to statement timeout")
+
+    monkeypatch.setattr(budgets_module.BudgetsCollector, "_windows", failing)
+    assert not exporter.runner.poll_once(collector)
+    assert scrape(exporter)["litellm_exporter_entities_over_cap"] == over  # nothing of the failed poll
+
+    monkeypatch.undo()
+    assert exporter.runner.poll_once(collector)
+    after = scrape(exporter)["litellm_exporter_entities_over_cap"]
+    assert after[frozenset({("family", "litellm_team_budget")})] == 5.0

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -161,3 +165,102 @@ def test_the_log_says_why_once_while_the_exporter_retries(running):
     assert lines and len(lines) <= 1 + 5, lines
     assert all(f"connection refused by 127.0.0.1:{port}" in line for line in lines)
     assert "Traceback" not in exporter.stderr()
+
+
+def held_port() -> tuple[socket.socket, int]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    return sock, sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("listen", "message"),
+    [
+        ("{held}", "cannot listen on 127.0.0.1:{port}: the port is in use (is another exporter running?)"),
+        # TEST-NET-1 (RFC 5737): never an address of this machine; nothing is sent to it.
+        ("192.0.2.1:8748", "cannot listen on 192.0.2.1:8748: the address is not one of this machine's"),
+        ("no-such-host.invalid:8748", "cannot listen on no-such-host.invalid:8748: the host name"),
+    ],
+)
+@pytest.mark.parametrize("command", [[], ["demo"]])
+def test_a_listen_address_that_cannot_be_served_is_one_line(tmp_path, command, listen, message):
+    held, port = held_port()
+    try:
+        address = listen.format(held=f"127.0.0.1:{port}")
+        result = subprocess.run(
+            [sys.executable, "-m", "exporter.cli", *command, "--listen", address]
+            + ([] if command else ["--dsn", "postgresql://x@127.0.0.1:1/x"]),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+    finally:
+        held.close()
+    prog = "litellm-exporter demo" if command else "litellm-exporter"
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"{prog}: {message.format(port=port)}"), result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, "{web}: no such file"),
+        ("tls_server_config:\n  cert_file: gone.crt\n  key_file: gone.key\n", "{web}: tls_server_config.cert_file"),
+        ("basic_auth_users: [\n", "{web}: invalid YAML"),
+    ],
+)
+def test_a_web_config_that_cannot_be_read_is_one_line(tmp_path, text, message):
+    web = tmp_path / "web.yml"
+    if text is not None:
+        web.write_text(text)
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter.cli", "--dsn", "postgresql://x@127.0.0.1:1/x", "--web-config", str(web)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"litellm-exporter: {message.format(web=web)}"), result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_an_unreachable_database_is_named_once_and_the_same_everywhere(running):
+    port = free_port()  # nothing listens there
+    exporter = running(f"postgresql://litellm:pw@127.0.0.1:{port}/litellm")
+    refused = f"connection refused by 127.0.0.1:{port}"
+
+    def all_failed() -> bool:
+        status = json.loads(exporter.get("/status")[1])
+        return all(c["last_error"] for c in status["collectors"] if c["enabled"])
+
+    exporter.wait_until(all_failed)
+    status = json.loads(exporter.get("/status")[1])
+    errors = {c["last_error"] for c in status["collectors"] if c["enabled"]}
+    assert len(errors) == 1
+    error = errors.pop()
+    assert error.startswith("database_unavailable: cannot connect to") and refused in error
+    assert error.count("database_unavailable") == 1
+    assert status["database"]["problem"] and refused in status["database"]["problem"]
+    code, body = exporter.get("/ready")
+    enabled = [c["name"] for c in status["collectors"] if c["enabled"]]
+    assert (code, body) == (503, f"collectors {', '.join(enabled)} failed: {error}\n")
+    code, page = exporter.get("/")
+    assert refused in page and "off" in page  # the proxy probe, off by default, is not a failure
+    time.sleep(2)
+    assert exporter.stop() == 0
+    lines = [line for line in exporter.stderr().splitlines() if refused in line]
+    assert len(lines) == 1, lines
+    assert "Traceback" not in exporter.stderr()
+
+
+def test_help_shows_the_demo_and_the_listen_default(capsys):
+    from exporter.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.startswith("usage: litellm-exporter [options] litellm-exporter demo [demo options]")
+    assert "default: 127.0.0.1:8748" in out

@@ -216,3 +216,17 @@ def test_an_empty_database_says_why_its_families_are_empty(make_exporter, litell
         " proxy's first flush of spend (about 10 seconds after its first request)."
     ]
     assert free_port()  # the helpers import cleanly
+
+
+def test_check_config_reports_every_problem_dsn_or_not(environ, capsys, tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("web:\n  lissten: 127.0.0.1:1\ncollectors:\n  usage:\n    interval: soon\n")
+    assert cli.main(["--config", str(path), "--check-config"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "litellm-exporter: database.dsn: no database given: pass --dsn URL, set LITELLM_DATABASE_URL or"
+        " DATABASE_URL, or name it in a --config file",
+        "litellm-exporter: web.lissten: unknown key (expected one of: config_file, enable_lifecycle, listen,"
+        " max_connections, request_timeout)",
+        "litellm-exporter: collectors.usage.interval: invalid duration 'soon' (use a number of seconds or a unit:"
+        " 500ms, 30s, 5m, 1h, 1d)",
+    ]

@@ -238,3 +238,72 @@ def test_invalid_utf8_in_a_sql_ascii_database(admin_dsn, clock):
         assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
     finally:
         pg.drop_database(admin_dsn, name)
+
+
+def leaf_paths(section, prefix=()):
+    """Every key of the configuration schema, as a path of keys."""
+    from exporter.schema import Section
+
+    for key, field in section.fields.items():
+        path = (*prefix, key)
+        yield path
+        if isinstance(field.validate, Section):
+            yield from leaf_paths(field.validate, path)
+
+
+def with_value(path, value) -> dict:
+    document: dict = {"database": {"dsn": "postgresql://u@db/x"}}
+    node = document
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            return document
+    node[path[-1]] = value
+    return document
+
+
+def test_every_key_of_the_schema_is_fuzzed():
+    from exporter.config import ROOT
+
+    paths = list(leaf_paths(ROOT))
+    assert ("collectors", "usage", "entities", "team", "max_series") in paths
+    assert len(paths) > 60, len(paths)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data())
+def test_any_value_for_any_key_is_valid_or_one_line_naming_it(data):
+    from exporter.config import ROOT
+
+    path = data.draw(st.sampled_from(list(leaf_paths(ROOT))))
+    value = data.draw(values)
+    try:
+        parse(with_value(path, value))
+    except ConfigError as exc:
+        assert exc.problems
+        for problem in exc.problems:
+            assert "\n" not in problem and PROBLEM.match(problem), problem
+        # A problem names the key the value was given to, a key under it, or a section above it.
+        key = ".".join(path)
+
+        def related(problem: str) -> bool:
+            where = problem.split(": ", 1)[0]
+            return where == key or where.startswith((f"{key}.", f"{key}[")) or key.startswith(f"{where}.")
+
+        assert any(related(p) for p in exc.problems), (key, exc.problems)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_value_for_any_key_in_a_file_exits_0_or_2_in_lines_without_a_traceback(data, tmp_path_factory, capsys):
+    from exporter.config import ROOT
+
+    path = data.draw(st.sampled_from(list(leaf_paths(ROOT))))
+    document = with_value(path, data.draw(values))
+    file = tmp_path_factory.mktemp("cfg") / "config.yaml"
+    file.write_text(yaml.safe_dump(document, allow_unicode=True))
+    code = main(["--config", str(file), "--check-config"])
+    out, err = capsys.readouterr()
+    assert code in (0, 2) and "Traceback" not in out + err
+    if code == 2:
+        assert err and all(line.startswith("litellm-exporter: ") for line in err.splitlines())

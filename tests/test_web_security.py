@@ -241,3 +241,37 @@ def test_idle_connections_cost_no_thread_and_scrapes_go_on(plain):
     finally:
         for sock in idle:
             sock.close()
+
+
+def test_garbage_on_the_tls_port_costs_nothing_lasting(secured):
+    base, context = secured
+    host, port = base.removeprefix("https://").split(":")
+    assert request(f"{base}/metrics", context, user="prometheus")[0] == 200
+    threads_before = sum(1 for t in threading.enumerate() if t.name.startswith("http"))
+    rng = __import__("random").Random(7)
+    for n in range(30):
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            if n % 3 == 0:
+                sock.sendall(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 4000))))
+            elif n % 3 == 1:
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")  # plain HTTP on the TLS port
+            else:
+                sock.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(40))  # a broken ClientHello
+            sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(5)
+            try:
+                while sock.recv(4096):
+                    pass
+            except (ConnectionResetError, TimeoutError):
+                pass
+    # A handshake begun and abandoned, then a reset.
+    raw = socket.create_connection((host, int(port)), timeout=5)
+    tls = context.wrap_socket(raw, server_hostname="127.0.0.1", do_handshake_on_connect=False)
+    with pytest.raises((ssl.SSLError, OSError)):
+        tls.setblocking(False)
+        tls.do_handshake()
+    tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    tls.close()
+    status, _, body = request(f"{base}/metrics", context, user="prometheus")
+    assert status == 200 and 'litellm_exporter_internal_errors_total{component="http"} 0.0' in body
+    assert sum(1 for t in threading.enumerate() if t.name.startswith("http")) == threads_before

@@ -237,6 +237,8 @@ class BudgetsCollector(Collector):
 
     def poll(self, db: Database) -> list[Family]:
         families: list[Family] = []
+        # What the caps leave out, reported only once the whole poll has succeeded.
+        over: dict[str, int] = {}
         with db.snapshot() as conn:
             if self._commits.unchanged(conn) and self._commits.result is not None:
                 return self._commits.result  # nothing committed since: every gauge is what it was
@@ -251,15 +253,18 @@ class BudgetsCollector(Collector):
                         tuple(str(v) for v in row[: len(spec.labels)]): row[len(spec.labels) : -1] for row in found_rows
                     }
                     total = found_rows[0][-1] if found_rows else 0
-                    self._caps.over_cap(f"litellm_{spec.entity}_budget", total - len(found_rows))
+                    over[f"litellm_{spec.entity}_budget"] = total - len(found_rows)
                     families += _families(spec, rows)
             windows = self._config.entities["budget_window"]
             if windows.enabled and WINDOW_TABLE in found:
-                families += self._windows(conn, windows.max_series)
+                window_families, over["litellm_budget_window"] = self._windows(conn, windows.max_series)
+                families += window_families
+        for family, count in over.items():
+            self._caps.over_cap(family, count)
         self._commits.polled(families)
         return families
 
-    def _windows(self, conn: psycopg.Connection, limit: int | None) -> list[Family]:
+    def _windows(self, conn: psycopg.Connection, limit: int | None) -> tuple[list[Family], int]:
         """Spend in the current window of each multi-window budget, the largest first."""
         query = sql.SQL(
             "SELECT entity_type, entity_id, window_duration, spend::float8, {start}, count(*) OVER () FROM {table}"
@@ -270,7 +275,6 @@ class BudgetsCollector(Collector):
             limit=sql.SQL(" LIMIT {}").format(sql.Literal(limit)) if limit else sql.SQL(""),
         )
         rows = conn.execute(query).fetchall()
-        self._caps.over_cap("litellm_budget_window", (rows[0][-1] - len(rows)) if rows else 0)
         labels = ("entity_type", "entity_id", "window")
         ordered = sorted(((str(r[0]), str(r[1]), str(r[2])), r[3], r[4]) for r in rows)
         return [
@@ -289,7 +293,7 @@ class BudgetsCollector(Collector):
                 labels,
                 [(key, start) for key, _, start in ordered if start is not None],
             ),
-        ]
+        ], (rows[0][-1] - len(rows)) if rows else 0
 
 
 def _families(spec: _Spec, rows: dict[tuple[str, ...], tuple[float | None, ...]]) -> list[Family]:

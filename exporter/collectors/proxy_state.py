@@ -97,6 +97,7 @@ class ProxyStateCollector(Collector):
         self._commits.forget()
 
     def poll(self, db: Database) -> list[Family]:
+        over: int | None = None
         with db.snapshot() as conn:
             found = catalog.readable(conn, [HEARTBEATS, HEALTH_CHECKS])
             families: list[Family] = []
@@ -104,12 +105,17 @@ class ProxyStateCollector(Collector):
                 # Liveness moves with the clock, not with commits: read on every poll (one row per host).
                 families += _workers(conn.execute(_WORKERS, {"w": LIVENESS_WINDOW}).fetchall())
             if HEALTH_CHECKS in found:
-                if not (self._commits.unchanged(conn) and self._commits.result is not None):
+                if self._commits.unchanged(conn) and self._commits.result is not None:
+                    families += self._commits.result
+                else:
                     rows = conn.execute(_LATEST_CHECKS, {"limit": self._config.max_deployments}).fetchall()
-                    self._caps.over_cap("litellm_deployment", (rows[0][-1] - len(rows)) if rows else 0)
-                    self._commits.polled(_deployments(rows))
-                assert self._commits.result is not None
-                families += self._commits.result
+                    over = (rows[0][-1] - len(rows)) if rows else 0
+                    deployments = _deployments(rows)
+                    families += deployments
+        # Only a poll that succeeded whole changes what is remembered and reported.
+        if over is not None:
+            self._commits.polled(deployments)
+            self._caps.over_cap("litellm_deployment", over)
         return families
 
 

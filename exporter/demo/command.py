@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import random
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -20,8 +22,9 @@ from pathlib import Path
 
 import psycopg
 
+from .. import listen, schema
 from ..app import Exporter, stop_on_signals
-from ..config import DEFAULT_PORT, ConfigError, parse
+from ..config import DEFAULT_PORT, Config, ConfigError, parse
 from ..db import redact_dsn
 from .schema import SchemaPackageMissing, apply_migrations, migration_files
 from .scratch import EmbeddedUnavailable, create_database, drop_database, embedded_postgres
@@ -39,7 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DSN",
         help="a PostgreSQL server where a scratch database may be created (default: an embedded one)",
     )
-    parser.add_argument("--listen", default=f"127.0.0.1:{DEFAULT_PORT}", metavar="HOST:PORT")
+    parser.add_argument(
+        "--listen",
+        default=f"127.0.0.1:{DEFAULT_PORT}",
+        metavar="HOST:PORT",
+        help="address to serve on (default: %(default)s)",
+    )
     parser.add_argument("--rate", type=float, default=5.0, help="requests per second to generate (default: 5)")
     parser.add_argument("--poll-interval", default="5s", metavar="SECONDS", help="collectors' interval (default: 5s)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database when the demo stops")
@@ -110,6 +118,20 @@ def main(argv: list[str]) -> int:
     except SchemaPackageMissing as exc:
         print(f"litellm-exporter demo: {exc}", file=sys.stderr)
         return 2
+    try:
+        # The database is the scratch one made below.
+        settings = parse({"database": {"dsn": "postgresql://"}}).with_overrides(
+            listen=args.listen, poll_interval=args.poll_interval
+        )
+        # Before a database is made: a port in use is said at once, not after the migrations.
+        listen.close_all(listen.bind(settings.web.host, settings.web.port))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"litellm-exporter demo: {problem}", file=sys.stderr)
+        return 2
+    except listen.ListenError as exc:
+        print(f"litellm-exporter demo: {exc}", file=sys.stderr)
+        return 1
     stop = stop_on_signals()
     with _server(args.dsn) as admin:
         name = f"litellm_demo_{uuid.uuid4().hex[:8]}"
@@ -121,7 +143,7 @@ def main(argv: list[str]) -> int:
             )
             return 1
         try:
-            return _run(args, dsn, files, stop)
+            return _run(args, settings, dsn, files, stop)
         finally:
             if not args.keep:
                 drop_database(admin, name)
@@ -129,7 +151,7 @@ def main(argv: list[str]) -> int:
                 print(f"kept the scratch database: {redact_dsn(dsn)}", file=sys.stderr)
 
 
-def _run(args: argparse.Namespace, dsn: str, files: list[Path], stop: threading.Event) -> int:
+def _run(args: argparse.Namespace, settings: Config, dsn: str, files: list[Path], stop: threading.Event) -> int:
     print(f"applying {len(files)} LiteLLM migrations to {redact_dsn(dsn)} ...", file=sys.stderr)
     apply_migrations(dsn, files)
     rng = random.Random()
@@ -142,22 +164,15 @@ def _run(args: argparse.Namespace, dsn: str, files: list[Path], stop: threading.
         for i in range(0, len(history), 200):
             writer.record(*history[i : i + 200])
             writer.flush(now)
-        try:
-            config = parse({"database": {"dsn": dsn}}).with_overrides(
-                listen=args.listen, poll_interval=args.poll_interval
-            )
-        except ConfigError as exc:
-            for problem in exc.problems:
-                print(f"litellm-exporter demo: {problem}", file=sys.stderr)
-            return 2
+        config = dataclasses.replace(settings, database=dataclasses.replace(settings.database, dsn=dsn))
         exporter = Exporter(config)
         try:
             exporter.start()
-        except OSError as exc:
-            print(f"litellm-exporter demo: cannot listen on {args.listen}: {exc.strerror}", file=sys.stderr)
+        except listen.ListenError as exc:  # taken since the check at start
+            print(f"litellm-exporter demo: {exc}", file=sys.stderr)
             return 1
-        host = f"[{config.web.host}]" if ":" in config.web.host else config.web.host
-        _say(next_steps(f"http://{host}:{exporter.port}", dsn, args.keep))
+        _say(next_steps(f"http://{schema.format_listen(config.web.host, exporter.port)}", dsn, args.keep))
+        progress = _Progress()
         written, spend = len(history), sum(r.spend for r in history)
         # What the proxy writes about itself: a worker's heartbeat, a model deployment's checks.
         records = ProxyRecords(conn)
@@ -178,11 +193,37 @@ def _run(args: argparse.Namespace, dsn: str, files: list[Path], stop: threading.
                     records.health_check("gpt-4o", "deployment-0", healthy=rng.random() < 0.9, checked_at=end)
                 written += len(batch)
                 spend += sum(r.spend for r in batch)
-                print(f"\rwrote {written} requests, {spend:.2f} USD", end="", file=sys.stderr, flush=True)
+                progress.show(f"wrote {written} requests, {spend:.2f} USD")
         finally:
-            print(file=sys.stderr)
+            progress.end()
+            _say("stopping: the exporter, then the scratch database ...")
             exporter.stop()
+    _say("litellm-exporter demo stopped")
     return 0
+
+
+class _Progress:
+    """One line rewritten in place on a terminal; anywhere else (a file, ``docker logs``), where
+    carriage returns would make one endless line, the first at once and then one every half minute."""
+
+    EVERY = 30.0
+
+    def __init__(self) -> None:
+        self._terminal = sys.stderr.isatty()
+        self._last = -self.EVERY
+        self._shown = False
+
+    def show(self, text: str) -> None:
+        if self._terminal:
+            print(f"\r{text}", end="", file=sys.stderr, flush=True)
+            self._shown = True
+        elif time.monotonic() - self._last >= self.EVERY:
+            self._last = time.monotonic()
+            _say(text)
+
+    def end(self) -> None:
+        if self._shown:
+            print(file=sys.stderr, flush=True)
 
 
 def _line(exc: BaseException) -> str:

@@ -114,6 +114,10 @@ class LocalCluster:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def restart(self) -> None:
+        """Stop the server (ending every session, as an operator's restart does) and start it again."""
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-m", "fast", "-w", "restart")
+
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -18,45 +18,68 @@ from .process import free_port
 from .tools import require
 
 
-@contextmanager
-def pgbouncer(server_dsn: str, mode: str) -> Iterator[str]:
-    """Start PgBouncer for every database of the server at ``server_dsn``; yields the same DSN
-    pointed at PgBouncer. Started as the server's own user would: as ``postgres`` when root."""
-    binary = require("pgbouncer", "pgbouncer")
-    params = conninfo_to_dict(server_dsn)
-    user = str(params.get("user") or "postgres")
-    port = free_port()
-    directory = Path(tempfile.mkdtemp(prefix="litellm-exporter-pgbouncer-"))
-    (directory / "users.txt").write_text(f'"{user}" ""\n')
-    (directory / "pgbouncer.ini").write_text(
-        "[databases]\n"
-        f"* = host={params.get('host') or '127.0.0.1'} port={params.get('port') or 5432}\n"
-        "[pgbouncer]\n"
-        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
-        f"auth_type = trust\nauth_file = {directory / 'users.txt'}\n"
-        f"pool_mode = {mode}\ndefault_pool_size = 4\nmax_client_conn = 100\n"
-        f"logfile = {directory / 'pgbouncer.log'}\npidfile = {directory / 'pgbouncer.pid'}\n"
-    )
-    command = [binary, str(directory / "pgbouncer.ini")]
-    if os.geteuid() == 0:
-        shutil.chown(directory, "postgres")
-        for child in directory.iterdir():
-            shutil.chown(child, "postgres")
-        command = [binary, "-u", "postgres", str(directory / "pgbouncer.ini")]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
+class PgBouncer:
+    """PgBouncer for every database of the server at ``server_dsn``, on a port of its own that
+    stays the same across ``stop`` and ``start`` (a restart, as an operator makes one). Started
+    as the server's own user would be: as ``postgres`` when root."""
+
+    def __init__(self, server_dsn: str, mode: str) -> None:
+        self._binary = require("pgbouncer", "pgbouncer")
+        params = conninfo_to_dict(server_dsn)
+        user = str(params.get("user") or "postgres")
+        self.port = free_port()
+        self.dsn = make_conninfo(server_dsn, host="127.0.0.1", port=self.port)
+        self._dir = directory = Path(tempfile.mkdtemp(prefix="litellm-exporter-pgbouncer-"))
+        (directory / "users.txt").write_text(f'"{user}" ""\n')
+        (directory / "pgbouncer.ini").write_text(
+            "[databases]\n"
+            f"* = host={params.get('host') or '127.0.0.1'} port={params.get('port') or 5432}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"auth_type = trust\nauth_file = {directory / 'users.txt'}\n"
+            f"pool_mode = {mode}\ndefault_pool_size = 4\nmax_client_conn = 100\n"
+            f"logfile = {directory / 'pgbouncer.log'}\npidfile = {directory / 'pgbouncer.pid'}\n"
+        )
+        self._command = [self._binary, str(directory / "pgbouncer.ini")]
+        if os.geteuid() == 0:
+            shutil.chown(directory, "postgres")
+            for child in directory.iterdir():
+                shutil.chown(child, "postgres")
+            self._command = [self._binary, "-u", "postgres", str(directory / "pgbouncer.ini")]
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._process = process = subprocess.Popen(self._command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         while True:
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    log = (directory / "pgbouncer.log").read_text() if (directory / "pgbouncer.log").exists() else ""
-                    raise RuntimeError(f"pgbouncer did not start: {process.stderr.read()!r} {log}") from None
+                    log = self._dir / "pgbouncer.log"
+                    text = log.read_text() if log.exists() else ""
+                    assert process.stderr is not None
+                    raise RuntimeError(f"pgbouncer did not start: {process.stderr.read()!r} {text}") from None
                 time.sleep(0.05)
-        yield make_conninfo(server_dsn, host="127.0.0.1", port=port)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+            self._process = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+@contextmanager
+def pgbouncer(server_dsn: str, mode: str) -> Iterator[str]:
+    """A running PgBouncer (see ``PgBouncer``); yields the same DSN pointed at it."""
+    bouncer = PgBouncer(server_dsn, mode)
+    try:
+        bouncer.start()
+        yield bouncer.dsn
     finally:
-        process.terminate()
-        process.wait(timeout=10)
-        shutil.rmtree(directory, ignore_errors=True)
+        bouncer.close()

@@ -6,13 +6,17 @@ import contextlib
 import select
 import socket
 import threading
+import time
 
 
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to a TCP address or a PostgreSQL socket directory.
 
     Modes: ``up`` forwards; ``down`` closes every connection and refuses new ones; ``hang``
-    accepts and never answers (a black hole)."""
+    closes every connection, then accepts and never answers (a black hole); ``silent`` keeps
+    every connection open but forwards nothing more either way, with no reset (a route that
+    drops packets). ``cut_after(n)`` cuts every connection once ``n`` more bytes have come
+    back from the server: connections lost in the middle of a result set."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self._target = (target_host, target_port)
@@ -22,16 +26,22 @@ class TcpProxy:
         self._listener.listen(64)
         self.port = self._listener.getsockname()[1]
         self.mode = "up"
+        self._cut_after: int | None = None
+        self.from_server = 0  # bytes forwarded from the server, in all
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def set_mode(self, mode: str) -> None:
-        assert mode in ("up", "down", "hang")
+        assert mode in ("up", "down", "hang", "silent")
         self.mode = mode
-        if mode != "up":
+        if mode in ("down", "hang"):
             self._cut()
+
+    def cut_after(self, count: int | None) -> None:
+        """Cut every connection once ``count`` more bytes have come from the server (None: never)."""
+        self._cut_after = count
 
     def _cut(self) -> None:
         with self._lock:
@@ -52,7 +62,7 @@ class TcpProxy:
                 continue
             with self._lock:
                 self._sockets.add(client)
-            if self.mode == "hang":
+            if self.mode in ("hang", "silent"):
                 continue
             try:
                 upstream = self._connect_upstream()
@@ -72,13 +82,26 @@ class TcpProxy:
         return socket.create_connection((host, port), timeout=5)
 
     def _pump(self, a: socket.socket, b: socket.socket) -> None:
+        # a: the client; b: the server.
         try:
             while True:
-                readable, _, _ = select.select([a, b], [], [], 1.0)
+                if self.mode == "silent":
+                    time.sleep(0.05)
+                    continue
+                readable, _, _ = select.select([a, b], [], [], 0.2)
                 for sock in readable:
                     data = sock.recv(65536)
                     if not data:
                         return
+                    if sock is b:
+                        self.from_server += len(data)
+                    if sock is b and self._cut_after is not None:
+                        if len(data) >= self._cut_after:
+                            a.sendall(data[: self._cut_after])
+                            self._cut_after = None
+                            self._cut()
+                            return
+                        self._cut_after -= len(data)
                     (b if sock is a else a).sendall(data)
         except (OSError, ValueError):
             return

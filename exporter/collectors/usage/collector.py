@@ -242,7 +242,8 @@ class UsageCollector(Collector):
         with db.snapshot() as conn:
             if self._commits.unchanged(conn) and not resync and self._states:
                 return self._families()
-            for source in self._sources():
+            sources = self._sources()
+            for source in sources:
                 previous = self._states.get(source.table)
                 if resync or previous is None:
                     # A table missing at the last look (the proxy may not have migrated yet) costs
@@ -254,6 +255,7 @@ class UsageCollector(Collector):
                     states[source.table] = state
             metadata = self._read_metadata(conn, states)
         # State changes only after every read succeeded: a failed poll leaves it untouched.
+        self._log_missing(sources, states)
         if resync:
             self._report_memberships(states)
             self._resync_slot = self._slot(now)
@@ -273,20 +275,27 @@ class UsageCollector(Collector):
             reading = daily_reading(source, found[source.table])
         if reading is None and self._config.source in ("auto", "spend_logs") and SPEND_LOGS in found:
             reading = spend_log_reading(source, found[SPEND_LOGS])
-        if reading is None and source.table not in self._missing_logged:
-            if source.spend_log_columns is None:
-                # A table of newer LiteLLM versions: an older schema simply has none of its families.
-                log.info("no usable %s in this LiteLLM's schema: its families are not exported", source.table)
-            else:
-                log.warning("no usable %s (nor a way to derive it): its usage counters are not exported", source.table)
-            self._missing_logged.add(source.table)
         return reading
+
+    def _log_missing(self, sources: list[Source], states: dict[str, SourceState]) -> None:
+        """One line for the tables this poll found missing that were there (or unseen) before,
+        one more for those of newer LiteLLM versions: not a line per table."""
+        missing = [s for s in sources if s.table not in states]
+        new = [s for s in missing if s.table not in self._missing_logged]
+        counted = [s.table for s in new if s.spend_log_columns is not None]
+        newer = [s.table for s in new if s.spend_log_columns is None]
+        if counted:
+            what = ", ".join(counted)
+            log.warning("no usable %s (nor a way to derive them): their usage counters are not exported", what)
+        if newer:
+            # Tables of newer LiteLLM versions: an older schema simply has none of their families.
+            log.info("not in this LiteLLM's schema: %s: their families are not exported", ", ".join(newer))
+        self._missing_logged = {s.table for s in missing}
 
     def _read_full(self, conn: psycopg.Connection, source: Source, now: datetime) -> SourceState | None:
         reading = self._reading(conn, source)
         if reading is None:
             return None
-        self._missing_logged.discard(source.table)
         views = self._views(source)
         memberships = [Membership() for _ in views]
         if any(v.cap is not None for v in views):
