@@ -183,13 +183,18 @@ class Runner:
     def _cannot_connect(self, cause: str) -> str:
         return f"{Reason.DATABASE_UNAVAILABLE.value}: cannot connect to {self._db.display_dsn}: {cause}"
 
+    # How long a connection attempt's finding answers for a collector's failure: the watcher
+    # looks every WATCH_INTERVAL while the database is away, so collectors mostly reuse its
+    # finding, and none older than this is given as the cause of a new failure.
+    CAUSE_TTL = 2 * WATCH_INTERVAL
+
     def _connection_problem(self, *, fresh: bool = False) -> str | None:
-        """Why a new connection cannot be made (None: it can), asked of the database at most
-        once per watch interval however many collectors fail at once."""
+        """Why a new connection cannot be made (None: it can): the watcher's last finding, or one
+        attempt shared by every collector that fails at once, not one each."""
         with self._cause_lock:
             now = self._monotonic()
             checked = self._cause_checked
-            if fresh or checked is None or now - checked[0] > self.WATCH_INTERVAL:
+            if fresh or checked is None or now - checked[0] > self.CAUSE_TTL:
                 checked = self._cause_checked = (now, self._db.unreachable())
             return checked[1]
 

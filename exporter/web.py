@@ -230,7 +230,9 @@ class WebServer:
                 )
             self._loop = loop
             self._serving.set()
-            await self._stop_loop.wait()
+            # stop() sets _stopping before it looks for the loop: one of the two sees the other.
+            if not self._stopping.is_set():
+                await self._stop_loop.wait()
         finally:
             for listener in listeners:
                 listener.close()
