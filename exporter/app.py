@@ -111,7 +111,7 @@ class Exporter:
             self.runner.reconfigure(config)
             self.security = security
             if self._server is not None:
-                self._server.security = security
+                self._server.set_security(security)
                 self._server.reload = self._reload if config.web.enable_lifecycle else None
             kept = []
             if config.database != self.config.database:

@@ -214,31 +214,54 @@ class WebServer:
             max_headers=_MAX_FIELDS,
             access_log=None,
         )
-        listeners = []
+        listeners: list[asyncio.Server] = []
         try:
-            for sock in self.sockets:
-                # A duplicate of the bound socket, which the loop closes when it stops: the
-                # socket itself stays open for a restart to serve again.
-                listeners.append(
-                    await loop.create_server(
-                        lambda: _Connection(self, server()),
-                        sock=sock.dup(),
-                        backlog=listen.BACKLOG,
-                        ssl=self.security.ssl_context,
-                        ssl_handshake_timeout=self.request_timeout if self.security.ssl_context else None,
-                    )
-                )
             self._loop = loop
-            self._serving.set()
             # stop() sets _stopping before it looks for the loop: one of the two sees the other.
-            if not self._stopping.is_set():
+            while not self._stopping.is_set():
+                listeners = await self._listen(loop, server)
+                self._serving.set()
                 await self._stop_loop.wait()
+                self._stop_loop.clear()
+                # Stopping, or new TLS settings: connections already made go on with the old
+                # ones; new ones wait in the kernel's queue for the new listeners.
+                for listener in listeners:
+                    listener.close()
         finally:
             for listener in listeners:
                 listener.close()
             await server.shutdown(timeout=1.0)
             for connection in list(self._connections):
                 connection.abort()
+
+    async def _listen(self, loop: asyncio.AbstractEventLoop, server: web.Server) -> list[asyncio.Server]:
+        context = self.security.ssl_context
+        # Duplicates of the bound sockets, which the loop closes when they stop being served:
+        # the sockets themselves stay open for a restart, or a reload, to serve again.
+        return [
+            await loop.create_server(
+                lambda: _Connection(self, server()),
+                sock=sock.dup(),
+                backlog=listen.BACKLOG,
+                ssl=context,
+                ssl_handshake_timeout=self.request_timeout if context else None,
+            )
+            for sock in self.sockets
+        ]
+
+    def set_security(self, security: WebSecurity) -> None:
+        """Take a reloaded web config: credentials and headers at once, TLS settings (a renewed
+        certificate) for the connections made from now on."""
+        renewed = security.ssl_context is not self.security.ssl_context
+        self.security = security
+        if renewed:
+            self._signal()
+
+    def _signal(self) -> None:
+        loop, event = self._loop, self._stop_loop
+        if loop is not None and event is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(event.set)
 
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         """What asyncio would print: an exception no callback caught."""
@@ -250,10 +273,7 @@ class WebServer:
 
     def stop(self) -> None:
         self._stopping.set()
-        loop, event = self._loop, self._stop_loop
-        if loop is not None and event is not None:
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(event.set)
+        self._signal()
         thread = self.supervisor.thread(COMPONENT)
         if thread is not None:
             thread.join(timeout=5)

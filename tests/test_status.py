@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from exporter.config import parse
 from exporter.status import render_html
 
@@ -9,13 +11,19 @@ from .support import pg
 from .support.exporters import poll
 
 
-def test_a_database_without_litellm_tables_is_named_once_and_not_called_quiet(admin_dsn, make_exporter):
+def test_a_database_without_litellm_tables_is_named_once_and_not_called_quiet(admin_dsn, make_exporter, caplog):
     name = pg.unique_name("litellm_exporter_empty")
     dsn = pg.create_database(admin_dsn, name)
     try:
         exporter = make_exporter(parse({"database": {"dsn": dsn}}))
-        for collector in exporter.runner.collectors:
-            exporter.runner.poll_once(collector)
+        caplog.set_level(logging.INFO, logger="exporter")
+        for _ in range(3):
+            for collector in exporter.runner.collectors:
+                exporter.runner.poll_once(collector)
+        # The cause, once; and the one collector that cannot poll at all without it.
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 2, lines
+        assert "has none of LiteLLM's tables" in lines[0] or "has none of LiteLLM's tables" in lines[1]
         status = exporter.status()
         assert status["ready"] is False
         assert status["database"]["schema"]["litellm_tables"] == 0

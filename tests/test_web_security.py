@@ -275,3 +275,48 @@ def test_garbage_on_the_tls_port_costs_nothing_lasting(secured):
     status, _, body = request(f"{base}/metrics", context, user="prometheus")
     assert status == 200 and 'litellm_exporter_internal_errors_total{component="http"} 0.0' in body
     assert sum(1 for t in threading.enumerate() if t.name.startswith("http")) == threads_before
+
+
+def test_a_reload_serves_a_renewed_certificate_to_new_connections(tmp_path, certificate, litellm_dsn):
+    renewed_dir = tmp_path / "renewed"
+    renewed_dir.mkdir()
+    cert, key = renewed_dir / "server.crt", renewed_dir / "server.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "3", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    port = free_port()
+
+    def config(pair, folder: str):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        web = web_config(tmp_path / folder, pair, users=False)
+        return parse({"database": {"dsn": litellm_dsn}}).with_overrides(listen=f"127.0.0.1:{port}", web_config=str(web))
+
+    exporter = Exporter(config(certificate, "first"))
+    exporter.start()
+    try:
+
+        def served_certificate() -> bytes:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            with (
+                socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+                context.wrap_socket(sock) as tls,
+            ):
+                return tls.getpeercert(binary_form=True) or b""
+
+        first = served_certificate()
+        assert ssl.DER_cert_to_PEM_cert(first).strip() == certificate[0].read_text().strip()
+        ok, message = exporter.reload(config((cert, key), "renewed"))
+        assert ok, message
+        deadline = time.monotonic() + 5
+        while served_certificate() == first:
+            assert time.monotonic() < deadline, "the old certificate is still served"
+            time.sleep(0.05)
+        assert ssl.DER_cert_to_PEM_cert(served_certificate()).strip() == cert.read_text().strip()
+    finally:
+        exporter.stop()
