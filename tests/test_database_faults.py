@@ -5,7 +5,6 @@ the fault recovers, exactly."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -18,9 +17,10 @@ from psycopg.conninfo import make_conninfo
 from exporter.app import Exporter
 from exporter.collectors.base import Collector
 from exporter.demo.schema import apply_migrations
-from exporter.demo.scratch import ClusterUnavailable, LocalCluster
+from exporter.demo.scratch import LocalCluster
 from exporter.demo.writer import SpendWriter, seed_world
 
+from .support import pg
 from .support.exporters import Samples, poll, scrape
 from .support.ground_truth import mismatches
 from .support.history import flush_recent, load_history
@@ -144,12 +144,7 @@ def test_a_silent_connection_taken_from_the_pool_is_closed_and_named(make_export
 @pytest.fixture
 def own_cluster() -> Iterator[tuple[LocalCluster, str]]:
     """A PostgreSQL of the test's own, with LiteLLM's schema, that the test may restart."""
-    try:
-        cluster = LocalCluster("fsync = off")
-    except ClusterUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
+    cluster = pg.local_cluster("fsync = off")
     try:
         with psycopg.connect(cluster.admin, autocommit=True) as admin:
             admin.execute("CREATE DATABASE litellm")

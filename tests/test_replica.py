@@ -3,7 +3,6 @@ the counters are those of the standby's snapshot."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -14,10 +13,11 @@ from psycopg.conninfo import make_conninfo
 
 from exporter.config import parse
 from exporter.demo.schema import apply_migrations
-from exporter.demo.scratch import ClusterUnavailable, LocalCluster
+from exporter.demo.scratch import LocalCluster
 from exporter.demo.traffic import random_requests
 from exporter.demo.writer import SpendWriter, seed_world
 
+from .support import pg
 from .support.exporters import poll, scrape
 from .support.ground_truth import mismatches
 
@@ -26,12 +26,7 @@ from .support.ground_truth import mismatches
 def primary_and_standby() -> Iterator[tuple[str, str]]:
     """A throwaway primary holding LiteLLM's schema and a standby streaming from it (the shared
     test server refuses replication connections)."""
-    try:
-        primary = LocalCluster("wal_level = replica\nmax_wal_senders = 4\nfsync = off")
-    except ClusterUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
+    primary = pg.local_cluster("wal_level = replica\nmax_wal_senders = 4\nfsync = off")
     standby = None
     try:
         with psycopg.connect(primary.admin, autocommit=True) as conn:

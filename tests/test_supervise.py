@@ -4,6 +4,7 @@ raises is logged once with its traceback, counted, and restarted; one that keeps
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -14,14 +15,12 @@ import pytest
 
 from exporter import status as status_module
 from exporter import supervise
-from exporter.app import Exporter
-from exporter.config import parse
 from exporter.runner import Runner
 from exporter.supervise import Supervisor
 from exporter.web import WebServer
 
 from .support.exporters import parse_samples
-from .support.process import free_port
+from .support.process import serving
 
 
 @pytest.fixture(autouse=True)
@@ -106,21 +105,15 @@ def internal_errors(base: str) -> dict[str, float]:
 
 
 @pytest.fixture
-def running(litellm_dsn, monkeypatch):
+def running(litellm_dsn):
     """Starts an exporter after the test has planted its fault."""
-    made: list[Exporter] = []
+    with contextlib.ExitStack() as stack:
 
-    def start() -> str:
-        port = free_port()
-        config = parse({"database": {"dsn": litellm_dsn}, "web": {"listen": f"127.0.0.1:{port}"}})
-        exporter = Exporter(config.with_overrides(poll_interval="0.2s"))
-        exporter.start()
-        made.append(exporter)
-        return f"http://127.0.0.1:{port}"
+        def start() -> str:
+            _, port = stack.enter_context(serving(litellm_dsn, poll_interval="0.2s"))
+            return f"http://127.0.0.1:{port}"
 
-    yield start
-    for exporter in made:
-        exporter.stop()
+        yield start
 
 
 def test_a_poller_that_raises_is_restarted_and_polls_again(running, monkeypatch):

@@ -25,7 +25,7 @@ from exporter.config import parse
 from exporter.web import accepts_gzip
 
 from .support.exporters import parse_samples
-from .support.process import free_port
+from .support.process import free_port, serving
 
 
 @pytest.mark.parametrize(
@@ -65,22 +65,12 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str,
 
 @pytest.fixture
 def served(litellm_dsn):
-    port = free_port()
-    config = parse(
-        {
-            "database": {"dsn": litellm_dsn},
-            "web": {"listen": f"127.0.0.1:{port}", "request_timeout": "1s", "max_connections": 600},
-        }
-    ).with_overrides(poll_interval="0.5s")
-    exporter = Exporter(config)
-    exporter.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while get(f"{base}/ready")[0] != 200:
-        assert time.monotonic() < deadline, get(f"{base}/ready")
-        time.sleep(0.1)
-    yield exporter, port
-    exporter.stop()
+    with serving(litellm_dsn, request_timeout="1s", max_connections=600) as (exporter, port):
+        deadline = time.monotonic() + 20
+        while get(f"http://127.0.0.1:{port}/ready")[0] != 200:
+            assert time.monotonic() < deadline, get(f"http://127.0.0.1:{port}/ready")
+            time.sleep(0.1)
+        yield exporter, port
 
 
 def test_gzip_is_sent_only_where_the_client_admits_it(served):

@@ -19,7 +19,7 @@ from exporter.app import Exporter
 from exporter.cli import main
 from exporter.config import parse
 
-from .support.process import free_port
+from .support.process import free_port, serving
 
 PASSWORD = "correct horse battery staple"
 
@@ -192,17 +192,8 @@ def test_missing_certificate_is_a_config_error(tmp_path, capsys):
 @pytest.fixture
 def plain(litellm_dsn):
     """The exporter over plain HTTP with a short request deadline and a small connection cap."""
-    port = free_port()
-    config = parse(
-        {
-            "database": {"dsn": litellm_dsn},
-            "web": {"listen": f"127.0.0.1:{port}", "request_timeout": "2s", "max_connections": 600},
-        }
-    ).with_overrides(poll_interval="0.5s")
-    exporter = Exporter(config)
-    exporter.start()
-    yield exporter, f"http://127.0.0.1:{port}"
-    exporter.stop()
+    with serving(litellm_dsn, request_timeout="2s", max_connections=600) as (exporter, port):
+        yield exporter, f"http://127.0.0.1:{port}"
 
 
 def test_idle_connections_cost_no_thread_and_scrapes_go_on(plain):

@@ -12,10 +12,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
+import pytest
 
-from exporter.demo.scratch import create_database, drop_database, embedded_postgres, with_database
+from exporter.demo.scratch import (
+    ClusterUnavailable,
+    LocalCluster,
+    create_database,
+    drop_database,
+    embedded_postgres,
+    with_database,
+)
 
-__all__ = ["admin_dsn", "create_database", "drop_database", "unique_name", "with_database"]
+__all__ = ["admin_dsn", "create_database", "drop_database", "local_cluster", "unique_name", "with_database"]
 
 ENV_DSN = "LITELLM_EXPORTER_TEST_DSN"
 LOCAL_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -45,3 +53,14 @@ def admin_dsn() -> Iterator[str]:
 
 def unique_name(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def local_cluster(settings: str = "") -> LocalCluster:
+    """A PostgreSQL cluster of the test's own (which it may restart, or stream from): skipped
+    where the server's binaries are missing, except in CI, where that fails."""
+    try:
+        return LocalCluster(settings)
+    except ClusterUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))

@@ -1,4 +1,5 @@
-"""The exporter as a process, run as a user runs it; and a free local port."""
+"""The exporter as a process, run as a user runs it; the exporter started in the test's own
+process; and a free local port."""
 
 from __future__ import annotations
 
@@ -9,8 +10,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from exporter.app import Exporter
+from exporter.config import parse
 
 from .exporters import Samples, parse_samples
 
@@ -19,6 +25,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextmanager
+def serving(dsn: str, poll_interval: str = "0.5s", **web: object) -> Iterator[tuple[Exporter, int]]:
+    """An exporter started in this process on a free local port, with ``web`` settings; stopped
+    afterwards."""
+    port = free_port()
+    config = parse({"database": {"dsn": dsn}, "web": {"listen": f"127.0.0.1:{port}", **web}})
+    exporter = Exporter(config.with_overrides(poll_interval=poll_interval))
+    exporter.start()
+    try:
+        yield exporter, port
+    finally:
+        exporter.stop()
 
 
 def with_password(dsn: str, password: str) -> str:
