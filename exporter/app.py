@@ -56,7 +56,6 @@ class Exporter:
         self.security = _security(config)
         self._reload: Callable[[], tuple[bool, str]] | None = None
         self.exposition = Exposition(self.runner)
-        self.registry = self.exposition.registry
         self._server: WebServer | None = None
         self._reload_lock = threading.Lock()
 

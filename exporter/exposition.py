@@ -9,30 +9,13 @@ every scrape.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
-from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector as RegistryCollector
 
 from .render import FamilyRenderer
 from .runner import Runner
-
-
-class SnapshotCollector(RegistryCollector):
-    """Builds fresh metric families from the latest snapshots on every collect()."""
-
-    def __init__(self, runner: Runner) -> None:
-        self._runner = runner
-
-    def collect(self) -> Iterator[Metric]:
-        for family in self._runner.families():
-            yield family.to_metric()
-
-    def describe(self) -> list[Metric]:
-        # Nothing to describe up front: the families depend on what the database holds.
-        return []
 
 
 def _registry(*collectors: RegistryCollector) -> CollectorRegistry:
@@ -45,11 +28,7 @@ def _registry(*collectors: RegistryCollector) -> CollectorRegistry:
 class Exposition:
     def __init__(self, runner: Runner) -> None:
         self._runner = runner
-        snapshot = SnapshotCollector(runner)
-        process = (ProcessCollector(registry=None), PlatformCollector(registry=None))
-        self._process = _registry(*process)
-        # Everything in one registry, for callers that want prometheus-client's own functions.
-        self.registry = _registry(snapshot, *process)
+        self._process = _registry(ProcessCollector(registry=None), PlatformCollector(registry=None))
         self._lock = threading.Lock()
         self._cache: dict[bool, tuple[object, list[bytes]]] = {}
         self._renderer = FamilyRenderer()

@@ -1,7 +1,7 @@
 """Plain, immutable metric data that collectors hand to the exposition layer.
 
-Collectors never touch prometheus-client objects: they return ``Family`` values, and
-the registry collector turns them into fresh metric families on every scrape.
+Collectors never touch prometheus-client objects: they return ``Family`` values, which
+``render.FamilyRenderer`` serves.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import HistogramMetricFamily, Metric
 
 Kind = Literal["counter", "gauge", "histogram"]
 
@@ -39,24 +39,26 @@ class Family:
     # an absent one): the overflow series' identity label, which only ``__other__`` carries.
     omit_empty: frozenset[str] = frozenset()
 
+    @property
+    def sample_name(self) -> str:
+        """The name its samples are served under (counters end in ``_total``)."""
+        return f"{self.name}_total" if self.kind == "counter" else self.name
+
+    def labels_of(self, values: tuple[str, ...]) -> dict[str, str]:
+        """A sample's labels as served: the one place that says which are left off and how a
+        value is made valid UTF-8."""
+        return {n: clean_label(v) for n, v in zip(self.labels, values, strict=True) if v or n not in self.omit_empty}
+
     def to_metric(self) -> Metric:
-        if self.kind == "histogram":
-            histogram = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
-            for values, value in self.samples:
-                assert isinstance(value, Histogram)
-                buckets = [(_bound(le), count) for le, count in value.buckets]
-                histogram.add_metric(values, buckets, value.total)
-            return histogram
-        factory = CounterMetricFamily if self.kind == "counter" else GaugeMetricFamily
-        metric: Metric = factory(self.name, self.documentation, labels=self.labels)
-        sample_name = f"{self.name}_total" if self.kind == "counter" else self.name
+        """As prometheus-client's metric family: how a histogram is rendered."""
+        assert self.kind == "histogram", "counters and gauges are rendered by render.FamilyRenderer"
+        histogram = HistogramMetricFamily(self.name, self.documentation, labels=list(self.labels))
         for values, value in self.samples:
-            # No created timestamp: a counter here is a database sum, not a process-local count.
-            labels = {
-                n: clean_label(v) for n, v in zip(self.labels, values, strict=True) if v or n not in self.omit_empty
-            }
-            metric.add_sample(sample_name, labels, float(value))  # type: ignore[arg-type]
-        return metric
+            assert isinstance(value, Histogram)
+            buckets = [(_bound(le), count) for le, count in value.buckets]
+            labels = self.labels_of(values)
+            histogram.add_metric([labels.get(n, "") for n in self.labels], buckets, value.total)
+        return histogram
 
 
 def clean_label(value: str) -> str:

@@ -18,7 +18,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from .families import Family, clean_label
+from .families import Family
 
 _EOF = b"# EOF\n"
 
@@ -63,17 +63,12 @@ class FamilyRenderer:
         with self._lock:
             old = self._texts.get(schema, {})
         texts: dict[tuple[str, ...], str] = {}
-        sample = f"{family.name}_total" if family.kind == "counter" else family.name
-        order = sorted(range(len(family.labels)), key=lambda i: family.labels[i])
+        sample = family.sample_name
         lines = []
         for values, value in family.samples:
             text = old.get(values)
             if text is None:
-                parts = [
-                    f'{family.labels[i]}="{_escape(clean_label(values[i]))}"'
-                    for i in order
-                    if values[i] or family.labels[i] not in family.omit_empty
-                ]
+                parts = [f'{name}="{_escape(label)}"' for name, label in sorted(family.labels_of(values).items())]
                 text = f"{{{','.join(parts)}}} " if parts else " "
             texts[values] = text
             lines.append(sample + text + _number(value))  # type: ignore[arg-type]

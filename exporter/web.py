@@ -133,6 +133,18 @@ class _Connection(asyncio.Protocol):
             self._front._release(self)
 
 
+class _Request(web.BaseRequest):
+    """aiohttp's request, whose hook before every answer's head is sent (aiohttp's own answers
+    to a malformed request included) adds the headers every answer carries."""
+
+    front: WebServer  # set on the subclass each server makes
+
+    async def _prepare_hook(self, response: web.StreamResponse) -> None:
+        response.headers["Server"] = _SERVER
+        for name, value in {**_SECURITY_HEADERS, **self.front.security.headers}.items():
+            response.headers.setdefault(name, value)
+
+
 class WebServer:
     """Serves the exporter on sockets already bound (``listen.bind``), on a thread of its own
     that the supervisor restarts if it ever fails."""
@@ -207,8 +219,14 @@ class WebServer:
 
     async def _main(self, loop: asyncio.AbstractEventLoop) -> None:
         self._stop_loop = asyncio.Event()
+        request_class = type("Request", (_Request,), {"front": self})
+
+        def request(*args: Any) -> web.BaseRequest:
+            return request_class(*args, loop)  # type: ignore[no-any-return]
+
         server = web.Server(
             self._handle,
+            request_factory=request,
             max_line_size=_MAX_LINE,
             max_field_size=_MAX_LINE,
             max_headers=_MAX_FIELDS,
@@ -292,15 +310,8 @@ class WebServer:
         except Exception as exc:  # a bug of ours: counted, logged once, answered 500
             self.supervisor.internal_error(COMPONENT, exc)
             status_code, content_type, body, extra = 500, _TEXT, b"internal error\n", {}
-        headers = {
-            "Server": _SERVER,
-            "Content-Type": content_type,
-            "Connection": "close",
-            **_SECURITY_HEADERS,
-            **self.security.headers,
-            **extra,
-        }
-        response = web.Response(status=status_code, body=body, headers=headers)
+        # (The headers every answer carries are added by _Request.)
+        response = web.Response(status=status_code, body=body, headers={"Content-Type": content_type, **extra})
         response.force_close()
         return response
 

@@ -11,7 +11,6 @@ import random
 from collections import defaultdict
 from datetime import timedelta
 
-from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.demo.traffic import Request, random_requests
@@ -240,7 +239,7 @@ def test_memory_follows_the_series_not_the_rows(make_exporter, conn, clock, lite
 
 
 def count_series(exporter) -> dict[str, int]:
-    text = generate_latest(exporter.registry).decode()
+    text = exporter.exposition.render("")[0].decode()
     return {f.name: len(f.samples) for f in text_string_to_metric_families(text)}
 
 

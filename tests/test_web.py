@@ -293,3 +293,12 @@ def test_every_interface_means_ipv6_and_ipv4(litellm_dsn, listen):
             assert split(raw(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", host=host))[0] == 200, host
     finally:
         exporter.stop()
+
+
+def test_the_servers_own_answers_to_bad_requests_carry_the_same_headers(served):
+    _, port = served
+    for head in (b"BREW\x00 / HTTP/1.1\r\n\r\n", b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n"):
+        status, headers, _ = split(raw(port, head))
+        assert status == 400
+        assert headers["server"].startswith("litellm-exporter/")
+        assert headers["x-content-type-options"] == "nosniff" and headers["x-frame-options"] == "DENY"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import config as config_module
 from exporter.app import Exporter
+from exporter.families import Family, Histogram
 
 
 class FakeClock:
@@ -43,8 +44,26 @@ Samples = dict[str, dict[frozenset[tuple[str, str]], float]]
 
 
 def scrape(exporter: Exporter) -> Samples:
-    """The exposition, parsed back with prometheus-client's own parser, by sample name."""
-    return parse_samples(generate_latest(exporter.registry).decode())
+    """The bytes /metrics serves, parsed back with prometheus-client's own parser, by sample name."""
+    return parse_samples(exporter.exposition.render("")[0].decode())
+
+
+def samples_of(families: Iterable[Family]) -> Samples:
+    """What the families must read as once served, straight from their values (histograms by
+    their buckets, sum and count): the reference the served bytes are held against."""
+    samples: Samples = {}
+    for family in families:
+        for values, value in family.samples:
+            labels = family.labels_of(values)
+            if isinstance(value, Histogram):
+                for le, count in value.buckets:
+                    bound = "+Inf" if le == float("inf") else repr(float(le))
+                    samples.setdefault(f"{family.name}_bucket", {})[frozenset({**labels, "le": bound}.items())] = count
+                samples.setdefault(f"{family.name}_sum", {})[frozenset(labels.items())] = value.total
+                samples.setdefault(f"{family.name}_count", {})[frozenset(labels.items())] = value.buckets[-1][1]
+            else:
+                samples.setdefault(family.sample_name, {})[frozenset(labels.items())] = float(value)
+    return samples
 
 
 def parse_samples(text: str) -> Samples:
