@@ -21,6 +21,18 @@ from .support.exporters import FakeClock, make_config
 from .support.tcp_proxy import TcpProxy
 
 
+# Fixtures that reach a PostgreSQL server: the shared one (everything a test database is made
+# from starts at admin_dsn) or a cluster of a test's own.
+DATABASE_FIXTURES = frozenset({"admin_dsn", "own_cluster", "primary_and_standby"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``fast`` every test that reaches no database: ``pytest -m fast`` runs in seconds."""
+    for item in items:
+        if DATABASE_FIXTURES.isdisjoint(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.fast)
+
+
 @pytest.fixture(scope="session")
 def admin_dsn() -> Iterator[str]:
     with pg.admin_dsn() as dsn:

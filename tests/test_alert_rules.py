@@ -39,7 +39,7 @@ RULE_FILES = [
     (
         REPO / "prometheus" / "rules" / "litellm-health.rules.yml",
         REPO / "prometheus" / "tests" / "litellm-health.test.yml",
-        11,
+        12,
     ),
 ]
 BY_NAME = pytest.mark.parametrize(("rules", "tests", "count"), RULE_FILES, ids=[r.name for r, _, _ in RULE_FILES])
