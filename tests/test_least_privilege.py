@@ -59,10 +59,11 @@ def test_every_collector_works_as_the_read_only_role(make_exporter, exporter_rol
 
 def test_the_script_grants_every_table_the_exporter_reads():
     # A table left out is not an error: the role cannot see it, so its families quietly vanish.
+    from exporter.catalog import SPEND_LOGS
     from exporter.collectors import budgets, proxy_state
-    from exporter.collectors.usage import collector, sources
+    from exporter.collectors.usage import collector, tables
 
-    read = {s.table for s in sources.ALL_SOURCES} | set(collector._METADATA_TABLES) | {sources.SPEND_LOGS}
+    read = {s.table for s in tables.ALL_SOURCES} | set(collector._METADATA_TABLES) | {SPEND_LOGS}
     read |= {spec.table for spec in budgets.SPECS} | {budgets.BUDGET_TABLE, budgets.WINDOW_TABLE}
     read |= {proxy_state.HEARTBEATS, proxy_state.HEALTH_CHECKS}
     granted = set(re.findall(r"'(LiteLLM_\w+)'", SCRIPT.read_text()))

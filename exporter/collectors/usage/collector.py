@@ -42,22 +42,8 @@ from ...config import Config, UsageConfig
 from ...db import CommitWatch, Database
 from ...families import Family, build
 from ..base import Collector
-from .sources import (
-    ACTIVITY_SOURCES,
-    ALL_SOURCES,
-    ENTITY_SOURCES,
-    USER_SOURCE,
-    Group,
-    Reading,
-    Source,
-    Sums,
-    View,
-    daily_reading,
-    decode_sums,
-    rank_query,
-    spend_log_reading,
-    sums_query,
-)
+from .queries import Reading, View, daily_reading, decode_sums, rank_query, spend_log_reading, sums_query
+from .tables import ACTIVITY_SOURCES, ALL_SOURCES, ENTITY_SOURCES, USER_SOURCE, Group, Source, Sums
 
 log = logging.getLogger(__name__)
 
@@ -144,13 +130,29 @@ class SourceState:
 
 # Per series (family, labels): the values published, one per measure.
 Published = dict[tuple[str, tuple[str, ...]], Sums]
-# Per family: the sums and aliases its families were built from, them, and what they published.
-_Built = tuple[
-    tuple[Membership, dict[Group, Sums], dict[Group, Sums]],
-    dict[str, Any] | None,
-    list[Family],
-    Published,
-]
+
+
+@dataclass(frozen=True)
+class _Built:
+    """One view's families as last built: what they were built from (its membership, base and
+    window sums, and aliases), them, and the values they published."""
+
+    membership: Membership
+    base: dict[Group, Sums]
+    window: dict[Group, Sums]
+    metadata: dict[str, Any] | None
+    families: list[Family]
+    published: Published
+
+    def built_from(self, state: SourceState, index: int, metadata: object) -> bool:
+        # The base only changes at a resync (a new dict), so identity says it is the same; the
+        # window and the aliases are compared by value (a few thousand entries at most).
+        return (
+            self.membership == state.memberships[index]
+            and self.base is state.base[index]
+            and self.window == state.window[index]
+            and self.metadata == metadata
+        )
 
 
 def _plan(config: UsageConfig) -> tuple[object, ...]:
@@ -444,23 +446,21 @@ class UsageCollector(Collector):
         return {"key": self._key_meta, "team": self._team_alias, "organization": self._org_alias}.get(kind or "")
 
     def _view_families(self, state: SourceState, index: int, view: View, published: Published) -> list[Family]:
-        # The base is replaced only at a resync, so identity stands for it; the window and the
-        # aliases are compared by value (a few thousand entries at most).
-        sums = (state.memberships[index], state.base[index], state.window[index])
         metadata = self._metadata_for(view.entity)
         built = self._built.get(view.key)
-        if (
-            built is not None
-            and built[0][0] == sums[0]
-            and built[0][1] is sums[1]
-            and built[0][2] == sums[2]
-            and built[1] == metadata
-        ):
-            published.update(built[3])
-            return built[2]
+        if built is not None and built.built_from(state, index, metadata):
+            published.update(built.published)
+            return built.families
         families, mine = self._build_view_families(state, index, view)
         published.update(mine)
-        self._built[view.key] = (sums, dict(metadata) if isinstance(metadata, dict) else None, families, mine)
+        self._built[view.key] = _Built(
+            state.memberships[index],
+            state.base[index],
+            state.window[index],
+            dict(metadata) if isinstance(metadata, dict) else None,
+            families,
+            mine,
+        )
         return families
 
     def _build_view_families(self, state: SourceState, index: int, view: View) -> tuple[list[Family], Published]:

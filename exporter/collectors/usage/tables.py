@@ -1,0 +1,275 @@
+"""The catalogue of LiteLLM's tables the usage counters come from: each table (a ``Source``),
+its measures, and the family groups (views) it feeds. The SQL built from it is in ``queries``.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+Group = tuple[str, ...]
+# A series' sums, one per measure: raw doubles, not float objects, since the engine keeps
+# tens of thousands of them for as long as it runs.
+Sums: TypeAlias = "array[float]"
+
+# Columns the overflow entity does not keep apart.
+FINER = frozenset({"model", "provider"})
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A counter's column (or the sum of several columns) in a daily table, and its name."""
+
+    column: str
+    name: str
+    documentation: str
+    # False: only in the global families (by model group), not per key, team, ...
+    per_entity: bool = True
+    scale: float = 1.0  # to the metric's base unit (milliseconds to seconds)
+    sum_of: tuple[str, ...] = ()  # the columns whose sum it is; empty: ``column`` itself
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return self.sum_of or (self.column,)
+
+
+MEASURES = (
+    Measure("spend", "spend_usd", "Spend in US dollars"),
+    Measure("api_requests", "requests", "Requests"),
+    Measure("successful_requests", "requests_successful", "Successful requests"),
+    Measure("failed_requests", "requests_failed", "Failed requests"),
+    Measure("prompt_tokens", "input_tokens", "Input (prompt) tokens"),
+    Measure("completion_tokens", "output_tokens", "Output (completion) tokens"),
+    Measure("cache_read_input_tokens", "cache_read_input_tokens", "Input tokens read from the provider's cache", False),
+    Measure(
+        "cache_creation_input_tokens",
+        "cache_creation_input_tokens",
+        "Input tokens written to the provider's cache",
+        False,
+    ),
+    Measure(
+        "total_response_time_ms",
+        "response_time_seconds",
+        "Time taken to answer the successful requests counted in litellm_timed_requests_total",
+        False,
+        scale=0.001,
+    ),
+    Measure("timed_requests", "timed_requests", "Successful requests whose response time was recorded", False),
+    Measure("prompt_caching_savings_spend", "prompt_caching_savings_usd", "US dollars saved by prompt caching", False),
+    Measure("compression_savings_spend", "compression_savings_usd", "US dollars saved by prompt compression", False),
+    Measure(
+        "gateway_injected_caching_savings_spend",
+        "injected_caching_savings_usd",
+        "US dollars saved by cache points the proxy injected",
+        False,
+    ),
+    Measure("autorouter_savings_spend", "autorouter_savings_usd", "US dollars saved by the auto-router", False),
+    Measure("compression_saved_tokens", "compression_saved_tokens", "Input tokens saved by prompt compression", False),
+)
+CORE_MEASURES = ("spend", "api_requests", "failed_requests", "prompt_tokens", "completion_tokens")
+_BY_COLUMN = {m.column: m for m in MEASURES}
+SPEND_LOG_MEASURES = tuple(_BY_COLUMN[c] for c in CORE_MEASURES)
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """A family group a source feeds: the metric name prefix, the logical column its entity id
+    is, the columns grouped beside it, and the usage entity whose switch, cap and ``model_group``
+    setting apply (None: the global families, capped by ``global_max_series``)."""
+
+    family: str
+    id: str
+    extras: tuple[str, ...] = ()
+    entity: str | None = None
+    # Unique among all views: what caps are reported under and state is kept by.
+    name: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.name or self.family
+
+
+@dataclass(frozen=True)
+class Source:
+    """A daily rollup table, the columns its families group by (each under a logical name),
+    the measures it counts, and the families it feeds. Spend tables also name the same columns
+    in LiteLLM_SpendLogs, for schemas or configurations without the daily table."""
+
+    table: str
+    columns: tuple[tuple[str, str], ...]  # logical name, daily-table column
+    views: tuple[ViewSpec, ...]
+    # logical name, spend-log column ("tag": the request's tags); None: no spend-log fallback
+    spend_log_columns: tuple[tuple[str, str], ...] | None = None
+    # Rows of LiteLLM_SpendLogs whose column is empty have no row in this daily table.
+    spend_log_required: str | None = None
+    measures: tuple[Measure, ...] = MEASURES
+    required: tuple[str, ...] = CORE_MEASURES  # columns without which the table is too old to read
+    rank: str = "spend"  # the measure capped views keep their top entities by
+
+    @property
+    def logical(self) -> set[str]:
+        return {name for name, _ in self.columns}
+
+
+def _entity_source(table: str, entity: str, id_name: str, id_column: str, log_column: str | None, **kw: Any) -> Source:
+    return Source(
+        table,
+        ((id_name, id_column), ("model_group", "model_group")),
+        (ViewSpec(f"litellm_{entity}", id_name, (), entity),),
+        ((id_name, log_column), ("model_group", "model_group")) if log_column else None,
+        **kw,
+    )
+
+
+USER_SOURCE = Source(
+    "LiteLLM_DailyUserSpend",
+    (
+        ("user_id", "user_id"),
+        ("api_key", "api_key"),
+        ("model_group", "model_group"),
+        ("model", "model"),
+        ("provider", "custom_llm_provider"),
+    ),
+    (
+        ViewSpec("litellm", "model_group", ("model", "provider")),
+        ViewSpec("litellm_key", "api_key", (), "key"),
+        ViewSpec("litellm_user", "user_id", (), "user"),
+    ),
+    (
+        ("user_id", "user"),
+        ("api_key", "api_key"),
+        ("model_group", "model_group"),
+        ("model", "model"),
+        ("provider", "custom_llm_provider"),
+    ),
+)
+# The spend tables of one entity each, by entity.
+ENTITY_SOURCES = {
+    "team": _entity_source("LiteLLM_DailyTeamSpend", "team", "team_id", "team_id", "team_id"),
+    "organization": _entity_source(
+        "LiteLLM_DailyOrganizationSpend",
+        "organization",
+        "organization_id",
+        "organization_id",
+        "organization_id",
+        spend_log_required="organization_id",
+    ),
+    "end_user": _entity_source(
+        "LiteLLM_DailyEndUserSpend", "end_user", "end_user", "end_user_id", "end_user", spend_log_required="end_user"
+    ),
+    "tag": _entity_source("LiteLLM_DailyTagSpend", "tag", "tag", "tag", "tag"),
+    "agent": _entity_source("LiteLLM_DailyAgentSpend", "agent", "agent_id", "agent_id", None),
+}
+SPEND_SOURCES = (USER_SOURCE, *ENTITY_SOURCES.values())
+
+_ERRORS = Measure("failed_requests", "request_errors", "Failed requests by HTTP status code")
+# LiteLLM_DailyModelUsage: the spend tables' measures, its request count named request_count.
+_MODEL_USAGE = (
+    _BY_COLUMN["spend"],
+    Measure("request_count", "requests", "Requests"),
+    *(_BY_COLUMN[c] for c in ("successful_requests", "failed_requests", "prompt_tokens", "completion_tokens")),
+)
+
+
+def _checks(table: str, id_name: str, entity: str) -> Source:
+    """Guardrail or policy evaluations: one row per id and day."""
+    return Source(
+        table,
+        ((id_name, id_name),),
+        (ViewSpec(f"litellm_{entity}", id_name, (), entity),),
+        measures=(
+            Measure("requests_evaluated", "requests_evaluated", f"Requests the {entity} evaluated"),
+            Measure("passed_count", "requests_passed", f"Requests the {entity} passed"),
+            Measure("blocked_count", "requests_blocked", f"Requests the {entity} blocked"),
+            Measure("flagged_count", "requests_flagged", f"Requests the {entity} flagged"),
+        ),
+        required=("requests_evaluated",),
+        rank="requests_evaluated",
+    )
+
+
+# Tables newer LiteLLM versions keep beside the spend tables; each is read only where it exists.
+ACTIVITY_SOURCES = (
+    Source(
+        "LiteLLM_DailyRequestErrors",
+        (
+            ("model_group", "model_group"),
+            ("status_code", "status_code"),
+            ("api_key", "api_key"),
+            ("team_id", "team_id"),
+            ("user_id", "user_id"),
+        ),
+        (
+            ViewSpec("litellm", "model_group", ("status_code",), name="litellm_request_errors"),
+            ViewSpec("litellm_key", "api_key", ("status_code",), "key", "litellm_key_request_errors"),
+            ViewSpec("litellm_team", "team_id", ("status_code",), "team", "litellm_team_request_errors"),
+            ViewSpec("litellm_user", "user_id", ("status_code",), "user", "litellm_user_request_errors"),
+        ),
+        measures=(_ERRORS,),
+        required=("failed_requests",),
+        rank="failed_requests",
+    ),
+    Source(
+        "LiteLLM_DailyGatewayRequests",
+        (("route", "route"), ("category", "category")),
+        (ViewSpec("litellm_gateway", "route", ("category",)),),
+        measures=(
+            Measure(
+                "requests",
+                "requests",
+                "Requests answered by the proxy, those refused before reaching a model included",
+                sum_of=("successful_requests", "failed_requests"),
+            ),
+            Measure("successful_requests", "requests_successful", "Requests the proxy answered successfully"),
+            Measure("failed_requests", "requests_failed", "Requests the proxy answered with an error"),
+        ),
+        required=("successful_requests", "failed_requests"),
+        rank="requests",
+    ),
+    Source(
+        "LiteLLM_DailyGatewayFailedRequests",
+        (("route", "route"), ("category", "category"), ("status_code", "status_code")),
+        (ViewSpec("litellm_gateway", "route", ("category", "status_code"), name="litellm_gateway_request_errors"),),
+        measures=(
+            Measure(
+                "failed_requests", "request_errors", "Requests the proxy answered with an error, by HTTP status code"
+            ),
+        ),
+        required=("failed_requests",),
+        rank="failed_requests",
+    ),
+    Source(
+        "LiteLLM_DailyModelUsage",
+        (("task_type", "task_type"), ("model_group", "model_group")),
+        (ViewSpec("litellm_task", "task_type", (), "task"),),
+        measures=_MODEL_USAGE,
+        required=("spend", "request_count"),
+    ),
+    Source(
+        "LiteLLM_DailyToolSpend",
+        (("tool", "tool_name"),),
+        (ViewSpec("litellm_tool", "tool", (), "tool"),),
+        measures=(
+            Measure("spend", "spend_usd", "Spend in US dollars of requests that called the tool"),
+            Measure("total_tokens", "tokens", "Tokens of requests that called the tool"),
+            Measure("request_count", "requests", "Requests that called the tool"),
+        ),
+        required=("spend", "request_count"),
+    ),
+    _checks("LiteLLM_DailyGuardrailMetrics", "guardrail_id", "guardrail"),
+    _checks("LiteLLM_DailyPolicyMetrics", "policy_id", "policy"),
+    Source(
+        "LiteLLM_DailyGuardrailUsageUnits",
+        (("guardrail_id", "guardrail_id"), ("usage_unit", "usage_unit")),
+        (ViewSpec("litellm_guardrail", "guardrail_id", ("usage_unit",), "guardrail", "litellm_guardrail_usage"),),
+        measures=(
+            Measure("units", "usage_units", "Units of guardrail usage billed by the provider"),
+            Measure("untracked_units", "untracked_usage_units", "Units of guardrail usage with no known price"),
+            Measure("cost", "usage_cost_usd", "Cost in US dollars of guardrail usage"),
+        ),
+        required=("units",),
+        rank="units",
+    ),
+)
+ALL_SOURCES = (*SPEND_SOURCES, *ACTIVITY_SOURCES)
