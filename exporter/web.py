@@ -172,6 +172,7 @@ class WebServer:
         self.supervisor = supervisor
         self.max_connections = max_connections
         self.request_timeout = request_timeout
+        self.workers = workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="http-worker")
         # Only ever changed on the loop's thread.
         self._connections: set[_Connection] = set()
