@@ -20,7 +20,6 @@ from .support import pg
 from .support.exporters import FakeClock, make_config
 from .support.tcp_proxy import TcpProxy
 
-
 # Fixtures that reach a PostgreSQL server: the shared one (everything a test database is made
 # from starts at admin_dsn) or a cluster of a test's own.
 DATABASE_FIXTURES = frozenset({"admin_dsn", "own_cluster", "primary_and_standby"})
