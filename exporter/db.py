@@ -66,6 +66,7 @@ class BoundedConnection(psycopg.Connection[Any]):
     answer_within: float | None = None
     where = "the database"
 
+    # (psycopg's own default interval: how often a wait wakes to look for an interruption.)
     def wait(self, gen: PQGen[T], interval: float = 0.1, timeout: float | None = None) -> T:
         if timeout is not None or self.answer_within is None:
             return super().wait(gen, interval, timeout)
@@ -97,6 +98,7 @@ class Database:
             application_name=APPLICATION_NAME,
             connect_timeout=max(1, round(config.connect_timeout)),
         )
+        self._address = address(conninfo)
         self._pool = ConnectionPool(
             conninfo,
             connection_class=BoundedConnection,
@@ -113,8 +115,7 @@ class Database:
         )
 
     def _bound(self, conn: BoundedConnection) -> None:
-        params = conninfo_to_dict(self._conninfo)
-        conn.where = f"{params.get('host') or 'localhost'}:{params.get('port') or 5432}"
+        conn.where = self._address
         conn.answer_within = self._answer_within
 
     def _configure(self, conn: BoundedConnection) -> None:
@@ -173,10 +174,16 @@ class Database:
             yield conn
 
 
+def address(conninfo: str) -> str:
+    """``HOST:PORT`` of a connection string, with libpq's defaults."""
+    params = conninfo_to_dict(conninfo)
+    return f"{params.get('host') or 'localhost'}:{params.get('port') or 5432}"
+
+
 def connection_problem(exc: BaseException, conninfo: str) -> str:
     """Why a connection attempt failed, from libpq's message, in a few words for one line."""
     params = conninfo_to_dict(conninfo)
-    host, port = params.get("host") or "localhost", params.get("port") or 5432
+    host, port = address(conninfo).rsplit(":", 1)
     user, dbname = params.get("user") or "(default)", params.get("dbname") or "(default)"
     text = " ".join(str(exc).split())
     detail = text.rsplit(" failed: ", 1)[-1]
