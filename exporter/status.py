@@ -65,9 +65,7 @@ def collect(runner: Runner, database: str) -> dict[str, Any]:
             "migration": next(
                 (labels["migration"] for labels, _ in _samples(families, "litellm_db_schema_migration_info")), None
             ),
-            "litellm_tables": None
-            if (tables := _value(families, "litellm_db_litellm_tables")) is None
-            else int(tables),
+            "litellm_tables": None if tables is None else int(tables),
             "sources": {
                 labels["family"]: labels["source"] for labels, _ in _samples(families, "litellm_exporter_source_info")
             },

@@ -85,6 +85,12 @@ def test_demo_serves_live_metrics_and_drops_its_database(admin_dsn, tmp_path):
     assert f'- targets: ["127.0.0.1:{port}"]' in log
     assert "grafana/dashboards/" in log and "litellm-exporter --dsn" in log
     assert "wrote " in log and " requests, " in log
+    # Written to a file, not a terminal: whole lines, no carriage returns; and it says it stopped.
+    assert "\r" not in log
+    assert log.splitlines()[-2:] == [
+        "stopping: the exporter, then the scratch database ...",
+        "litellm-exporter demo stopped",
+    ]
     assert "Traceback" not in log
     # Only this demo's database is checked: another run may share the server.
     assert ours not in demo_databases(admin_dsn)

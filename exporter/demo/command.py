@@ -143,12 +143,14 @@ def main(argv: list[str]) -> int:
             )
             return 1
         try:
-            return _run(args, settings, dsn, files, stop)
+            code = _run(args, settings, dsn, files, stop)
         finally:
             if not args.keep:
                 drop_database(admin, name)
             else:
                 print(f"kept the scratch database: {redact_dsn(dsn)}", file=sys.stderr)
+    _say("litellm-exporter demo stopped")
+    return code
 
 
 def _run(args: argparse.Namespace, settings: Config, dsn: str, files: list[Path], stop: threading.Event) -> int:
@@ -198,7 +200,6 @@ def _run(args: argparse.Namespace, settings: Config, dsn: str, files: list[Path]
             progress.end()
             _say("stopping: the exporter, then the scratch database ...")
             exporter.stop()
-    _say("litellm-exporter demo stopped")
     return 0
 
 
