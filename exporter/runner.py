@@ -274,10 +274,9 @@ class Runner:
         return True
 
     def ready(self) -> bool:
-        """True once every collector has completed a poll successfully at least once."""
-        enabled = {c.name for c in self.collectors}
-        with self._lock:
-            return all(self._states[name].last_success is not None for name in enabled)
+        """What /ready answers: every collector has completed a poll successfully at least once,
+        and none found the database wrong."""
+        return not self.not_ready()
 
     @property
     def database_problem(self) -> str | None:
