@@ -282,9 +282,10 @@ class UsageCollector(Collector):
     def _log_missing(self, sources: list[Source], states: dict[str, SourceState]) -> None:
         """One line for the tables this poll found missing that were there (or unseen) before,
         one more for those of newer LiteLLM versions: not a line per table."""
+        if not states:
+            return  # none at all: not LiteLLM's database, which the database collector names
         missing = [s for s in sources if s.table not in states]
-        # None at all: not LiteLLM's database, which the database collector names in one line.
-        new = [s for s in missing if s.table not in self._missing_logged] if states else []
+        new = [s for s in missing if s.table not in self._missing_logged]
         counted = [s.table for s in new if s.spend_log_columns is not None]
         newer = [s.table for s in new if s.spend_log_columns is None]
         if counted:
