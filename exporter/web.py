@@ -220,6 +220,8 @@ class WebServer:
 
     async def _main(self, loop: asyncio.AbstractEventLoop) -> None:
         self._stop_loop = asyncio.Event()
+        # A loop that failed may have left connections it never saw closed: they are gone with it.
+        self._connections = set()
         request_class = type("Request", (_Request,), {"front": self})
 
         def request(*args: Any) -> web.BaseRequest:
