@@ -255,14 +255,15 @@ def test_garbage_on_the_tls_port_costs_nothing_lasting(secured):
                     pass
             except (ConnectionResetError, TimeoutError):
                 pass
-    # A handshake begun and abandoned, then a reset.
+    # A handshake begun (a real ClientHello) and abandoned, then a reset.
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = context.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    with pytest.raises(ssl.SSLWantReadError):
+        client.do_handshake()
     raw = socket.create_connection((host, int(port)), timeout=5)
-    tls = context.wrap_socket(raw, server_hostname="127.0.0.1", do_handshake_on_connect=False)
-    with pytest.raises((ssl.SSLError, OSError)):
-        tls.setblocking(False)
-        tls.do_handshake()
-    tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    tls.close()
+    raw.sendall(outgoing.read())
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    raw.close()
     status, _, body = request(f"{base}/metrics", context, user="prometheus")
     assert status == 200 and 'litellm_exporter_internal_errors_total{component="http"} 0.0' in body
     # Nothing the garbage started stays; the server's own pool may have started its remaining
