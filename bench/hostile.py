@@ -30,17 +30,14 @@ import psycopg
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from run import free_port  # noqa: E402
 
 from exporter.demo.schema import apply_migrations  # noqa: E402
 from exporter.demo.scratch import create_database, drop_database  # noqa: E402
 from exporter.demo.traffic import random_requests  # noqa: E402
 from exporter.demo.writer import SpendWriter, seed_world  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def counts(pid: int) -> tuple[int, int]:

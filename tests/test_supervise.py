@@ -8,8 +8,6 @@ import contextlib
 import logging
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
@@ -20,7 +18,7 @@ from exporter.supervise import Supervisor
 from exporter.web import WebServer
 
 from .support.exporters import parse_samples
-from .support.process import serving
+from .support.process import fetch, serving
 
 
 @pytest.fixture(autouse=True)
@@ -91,16 +89,8 @@ def test_a_part_that_returns_while_running_is_restarted():
     assert next(iter(supervisor.families()[0].samples)) == (("quitter",), 1.0)
 
 
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
 def internal_errors(base: str) -> dict[str, float]:
-    samples = parse_samples(get(f"{base}/metrics")[1])
+    samples = parse_samples(fetch(f"{base}/metrics")[2].decode())
     return {dict(labels)["component"]: v for labels, v in samples["litellm_exporter_internal_errors_total"].items()}
 
 
@@ -128,10 +118,11 @@ def test_a_poller_that_raises_is_restarted_and_polls_again(running, monkeypatch)
 
     monkeypatch.setattr(Runner, "poll_once", poll_once)
     base = running()
-    wait_until(lambda: get(f"{base}/ready")[0] == 200)
+    wait_until(lambda: fetch(f"{base}/ready")[0] == 200)
     assert internal_errors(base)["collector-usage"] == 1.0
     assert internal_errors(base)["database-watch"] == 0.0
-    assert get(f"{base}/healthz") == (200, "ok\n")
+    status, _, body = fetch(f"{base}/healthz")
+    assert (status, body) == (200, b"ok\n")
 
 
 def test_a_poller_that_keeps_raising_fails_healthz(running, monkeypatch):
@@ -145,9 +136,9 @@ def test_a_poller_that_keeps_raising_fails_healthz(running, monkeypatch):
 
     monkeypatch.setattr(Runner, "poll_once", poll_once)
     base = running()
-    wait_until(lambda: get(f"{base}/healthz")[0] == 503)
-    code, body = get(f"{base}/healthz")
-    assert code == 503 and body.startswith("collector-budgets failed 3 times in the last 10 minutes")
+    wait_until(lambda: fetch(f"{base}/healthz")[0] == 503)
+    code, _, body = fetch(f"{base}/healthz")
+    assert code == 503 and body.decode().startswith("collector-budgets failed 3 times in the last 10 minutes")
 
 
 def test_an_error_in_a_handler_is_a_500_counted_and_the_server_goes_on(running, monkeypatch):
@@ -156,9 +147,9 @@ def test_an_error_in_a_handler_is_a_500_counted_and_the_server_goes_on(running, 
 
     monkeypatch.setattr(status_module, "render_html", broken)
     base = running()
-    assert get(f"{base}/")[0] == 500
+    assert fetch(f"{base}/")[0] == 500
     assert internal_errors(base)["http"] == 1.0
-    assert get(f"{base}/metrics")[0] == 200
+    assert fetch(f"{base}/metrics")[0] == 200
 
 
 def test_the_http_server_that_fails_is_started_again_on_the_same_port(running, monkeypatch, caplog):
@@ -174,7 +165,7 @@ def test_the_http_server_that_fails_is_started_again_on_the_same_port(running, m
     monkeypatch.setattr(WebServer, "_main", main)
     caplog.set_level(logging.ERROR, logger="exporter.supervise")
     base = running()
-    wait_until(lambda: get(f"{base}/healthz")[0] == 200)
+    wait_until(lambda: fetch(f"{base}/healthz")[0] == 200)
     assert internal_errors(base)["http"] == 1.0
     assert [r.getMessage().split(";")[0] for r in caplog.records] == [
         "internal error in http: internal: the loop failed"

@@ -11,8 +11,6 @@ import socket
 import struct
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from exporter.config import parse
 from exporter.web import accepts_gzip
 
 from .support.exporters import parse_samples
-from .support.process import free_port, serving
+from .support.process import fetch, free_port, serving
 
 
 @pytest.mark.parametrize(
@@ -54,30 +52,21 @@ def test_gzip_follows_the_q_values(header, expected):
     assert accepts_gzip(header) is expected
 
 
-def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
-
-
 @pytest.fixture
 def served(litellm_dsn):
     with serving(litellm_dsn, request_timeout="1s", max_connections=600) as (exporter, port):
         deadline = time.monotonic() + 20
-        while get(f"http://127.0.0.1:{port}/ready")[0] != 200:
-            assert time.monotonic() < deadline, get(f"http://127.0.0.1:{port}/ready")
+        while fetch(f"http://127.0.0.1:{port}/ready")[0] != 200:
+            assert time.monotonic() < deadline, fetch(f"http://127.0.0.1:{port}/ready")
             time.sleep(0.1)
         yield exporter, port
 
 
 def test_gzip_is_sent_only_where_the_client_admits_it(served):
     _, port = served
-    status, headers, body = get(f"http://127.0.0.1:{port}/metrics", {"Accept-Encoding": "gzip;q=0"})
+    status, headers, body = fetch(f"http://127.0.0.1:{port}/metrics", headers={"Accept-Encoding": "gzip;q=0"})
     assert status == 200 and "Content-Encoding" not in headers and b"litellm_exporter_build_info" in body
-    status, headers, body = get(f"http://127.0.0.1:{port}/metrics", {"Accept-Encoding": "gzip"})
+    status, headers, body = fetch(f"http://127.0.0.1:{port}/metrics", headers={"Accept-Encoding": "gzip"})
     assert status == 200 and headers["Content-Encoding"] == "gzip"
     import gzip
 
@@ -149,7 +138,7 @@ def test_hostile_clients_never_stop_the_server_and_leave_nothing_behind(served):
     deadline = time.monotonic() + 10
     while exporter_threads() < 1 + exporter._server.workers:
         assert time.monotonic() < deadline, exporter_threads()
-        warm = [threading.Thread(target=get, args=(f"{base}/status",)) for _ in range(16)]
+        warm = [threading.Thread(target=fetch, args=(f"{base}/status",)) for _ in range(16)]
         for thread in warm:
             thread.start()
         for thread in warm:
@@ -175,7 +164,7 @@ def test_hostile_clients_never_stop_the_server_and_leave_nothing_behind(served):
     def short_connections(paths: list[str]) -> None:
         rng = random.Random(threading.get_ident())
         while not stop.is_set():
-            status = get(f"{base}{rng.choice(paths)}")[0]
+            status = fetch(f"{base}{rng.choice(paths)}")[0]
             with lock:
                 statuses[status] += 1
 
@@ -218,7 +207,7 @@ def test_hostile_clients_never_stop_the_server_and_leave_nothing_behind(served):
         time.sleep(8)
         # Through all of it, a scrape is answered at once.
         started = time.monotonic()
-        assert get(f"{base}/metrics")[0] == 200
+        assert fetch(f"{base}/metrics")[0] == 200
         assert time.monotonic() - started < 2
     finally:
         stop.set()
@@ -239,7 +228,7 @@ def test_hostile_clients_never_stop_the_server_and_leave_nothing_behind(served):
     ):
         assert time.monotonic() < deadline, (exporter_threads(), threads_before, server_sockets(port), sockets_before)
         time.sleep(0.2)
-    status, _, body = get(f"{base}/metrics")
+    status, _, body = fetch(f"{base}/metrics")
     assert status == 200
     samples = parse_samples(body.decode())
     assert samples["litellm_exporter_internal_errors_total"][frozenset({("component", "http")})] == 0.0
@@ -271,7 +260,7 @@ def test_arbitrary_request_bytes_never_get_a_500_nor_stop_the_server(served, hea
     if answer:
         assert answer.startswith(b"HTTP/1."), answer[:80]
         assert split(answer)[0] != 500, answer[:300]
-    assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+    assert fetch(f"http://127.0.0.1:{port}/healthz")[0] == 200
 
 
 def ipv6_loopback() -> bool:

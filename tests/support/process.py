@@ -27,6 +27,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def fetch(url: str, *, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of one HTTP request, an error status included."""
+    request = urllib.request.Request(url, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
 @contextmanager
 def serving(dsn: str, poll_interval: str = "0.5s", **web: object) -> Iterator[tuple[Exporter, int]]:
     """An exporter started in this process on a free local port, with ``web`` settings; stopped
@@ -80,12 +90,8 @@ class Running:
         )
 
     def get(self, path: str, method: str = "GET") -> tuple[int, str]:
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
+        status, _, body = fetch(f"http://127.0.0.1:{self.port}{path}", method=method)
+        return status, body.decode()
 
     def wait_until(self, condition, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
