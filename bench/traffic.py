@@ -33,6 +33,11 @@ class Shape:
 REALISTIC = Shape("realistic", keys=500, users=200, teams=20, organizations=3, end_users=300, requests_per_day=11_111)
 # A busy deployment: 200k requests a day.
 BUSY = Shape("busy", keys=5000, users=2000, teams=200, organizations=10, end_users=3000, requests_per_day=200_000)
+# The largest shape: ten times the busy one's entities, 4M requests over 30 days.
+HUGE = Shape(
+    "huge", keys=50_000, users=20_000, teams=2000, organizations=50, end_users=20_000, requests_per_day=133_333
+)
+HUGE_DAYS = 30
 
 # (daily table, entity column, the request's value for it, condition for a row)
 DAILY_TABLES = (

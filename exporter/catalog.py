@@ -32,3 +32,14 @@ def readable(conn: psycopg.Connection, tables: Iterable[str]) -> set[str]:
         (list(tables),),
     ).fetchall()
     return {row[0] for row in rows}
+
+
+def leading_index(conn: psycopg.Connection, table: str, column: str) -> bool:
+    """Whether an index of ``table`` starts with ``column`` (so that a range of it is cheap)."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a"
+        " ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]"
+        " WHERE i.indrelid = to_regclass(quote_ident(%s)) AND a.attname = %s)",
+        (table, column),
+    ).fetchone()
+    return bool(row and row[0])

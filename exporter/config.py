@@ -87,6 +87,9 @@ class UsageConfig:
     interval: float
     late_margin: float
     resync_interval: float
+    look_back: float
+    full_resync_interval: float
+    read_connections: int
     global_max_series: int | None
     # auto: the daily tables where they are there and complete, else LiteLLM_SpendLogs.
     source: str
@@ -302,10 +305,29 @@ ROOT = schema.section(
                             " every poll: today's, and yesterday's for this long after midnight",
                         ),
                         "resync_interval": Field(
-                            schema.duration(),
+                            schema.duration(minimum=1),
                             3600.0,
-                            "how often everything is summed again from the tables (and the shown entities"
-                            " chosen again), aligned to the clock",
+                            "how often the days of `look_back` are summed again and the shown entities chosen"
+                            " again, aligned to the clock",
+                        ),
+                        "look_back": Field(
+                            schema.duration(maximum=366 * 86400),
+                            3 * 86400.0,
+                            "at each resync, the rows of this many days before the window (whole days) are"
+                            " summed again, for the late flushes and retried batches that still land on them;"
+                            " older rows are read only by a full re-read",
+                        ),
+                        "full_resync_interval": Field(
+                            schema.duration(minimum=1),
+                            86400.0,
+                            "how often every table is read again in full (as at start-up, SIGHUP or"
+                            " /-/reload), aligned to the clock: what changed before the look-back counts then",
+                        ),
+                        "read_connections": Field(
+                            schema.integer(minimum=1, maximum=16),
+                            2,
+                            "connections a full read uses at once, each reading whole tables, within one"
+                            " snapshot; at most `database.max_conns`",
                         ),
                         "global_max_series": Field(
                             schema.integer(minimum=1),
@@ -455,6 +477,13 @@ def parse(document: Any) -> Config:
         )
     collectors = raw["collectors"]
     usage, budgets, latency = collectors["usage"], collectors["budgets"], collectors["latency"]
+    if usage["read_connections"] > database["max_conns"]:
+        raise ConfigError(
+            [
+                "collectors.usage.read_connections: must not exceed database.max_conns "
+                f"({database['max_conns']}), got {usage['read_connections']}"
+            ]
+        )
     host, port = raw["web"]["listen"]
     return Config(
         database=DatabaseConfig(**database),
@@ -470,6 +499,9 @@ def parse(document: Any) -> Config:
             interval=usage["interval"],
             late_margin=usage["late_margin"],
             resync_interval=usage["resync_interval"],
+            look_back=usage["look_back"],
+            full_resync_interval=usage["full_resync_interval"],
+            read_connections=usage["read_connections"],
             global_max_series=usage["global_max_series"],
             source=usage["source"],
             spend_logs_late_margin=usage["spend_logs_late_margin"],
@@ -628,6 +660,9 @@ def to_document(config: Config, dsn: str) -> dict[str, Any]:
                 "interval": seconds(usage.interval),
                 "late_margin": seconds(usage.late_margin),
                 "resync_interval": seconds(usage.resync_interval),
+                "look_back": seconds(usage.look_back),
+                "full_resync_interval": seconds(usage.full_resync_interval),
+                "read_connections": usage.read_connections,
                 "global_max_series": usage.global_max_series,
                 "source": usage.source,
                 "spend_logs_late_margin": seconds(usage.spend_logs_late_margin),

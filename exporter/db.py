@@ -8,11 +8,11 @@ from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
 import psycopg
-from psycopg import IsolationLevel
+from psycopg import IsolationLevel, sql
 from psycopg.abc import Buffer, PQGen
 from psycopg.adapt import Dumper, Loader
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .config import DatabaseConfig
 
@@ -78,6 +78,10 @@ class BoundedConnection(psycopg.Connection[Any]):
                 f"{self.where} sent nothing back for {self.answer_within:g}s (a silent network or server):"
                 " the connection was closed"
             ) from None
+
+
+class SnapshotUnavailable(Exception):
+    """Another connection could not be given a transaction's snapshot."""
 
 
 class Database:
@@ -170,8 +174,52 @@ class Database:
     def snapshot(self) -> Iterator[psycopg.Connection]:
         """A read-only, repeatable-read transaction: every query inside sees one snapshot."""
         with self._pool.connection(timeout=self._config.connect_timeout) as conn, conn.transaction():
-            conn.execute("SELECT set_config('statement_timeout', %s, true)", (self._statement_timeout,))
+            self._settings(conn)
             yield conn
+
+    def _settings(self, conn: psycopg.Connection) -> None:
+        # JIT compilation costs seconds on the wide aggregates of a full read and saves nothing
+        # on the rest, which are short.
+        conn.execute(
+            "SELECT set_config('statement_timeout', %s, true), set_config('jit', 'off', true)",
+            (self._statement_timeout,),
+        )
+
+    def export_snapshot(self, conn: psycopg.Connection) -> str:
+        """The snapshot of ``conn``'s transaction, for other connections to read in
+        (``in_snapshot``). SnapshotUnavailable where the server refuses: that leaves the
+        transaction aborted (a savepoint would not do: PostgreSQL exports no snapshot from one)."""
+        try:
+            row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+        except psycopg.Error as exc:
+            if isinstance(exc, psycopg.OperationalError):
+                raise  # the connection itself failed
+            raise SnapshotUnavailable(str(exc)) from None
+        assert row is not None
+        return str(row[0])
+
+    @contextmanager
+    def in_snapshot(self, snapshot: str) -> Iterator[psycopg.Connection]:
+        """A read-only transaction on another pooled connection that sees the exported
+        ``snapshot``; SnapshotUnavailable where no connection is free or it cannot be imported."""
+        try:
+            conn = self._pool.getconn(timeout=self._config.connect_timeout)
+        except PoolTimeout as exc:
+            raise SnapshotUnavailable(f"no connection free: {exc}") from None
+        try:
+            with conn.transaction():
+                try:
+                    # First in the transaction, as PostgreSQL requires; a literal, as SET takes no
+                    # parameters.
+                    conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+                except psycopg.Error as exc:
+                    if isinstance(exc, psycopg.OperationalError):
+                        raise
+                    raise SnapshotUnavailable(str(exc)) from None
+                self._settings(conn)
+                yield conn
+        finally:
+            self._pool.putconn(conn)
 
 
 def address(conninfo: str) -> str:

@@ -73,6 +73,7 @@ class CollectorStatus:
     success: bool | None
     error: str | None
     failures: int
+    progress: str | None = None
 
 
 class Runner:
@@ -296,6 +297,7 @@ class Runner:
                     success=state.success if state.polled else None,
                     error=state.last_error,
                     failures=sum(state.failures.values()),
+                    progress=c.progress,
                 )
                 for c in self._collectors
             ]
@@ -314,7 +316,8 @@ class Runner:
             return found
         failed: dict[str, list[str]] = {}
         waiting = []
-        enabled = {c.name for c in self.collectors}
+        by_name = {c.name: c for c in self.collectors}
+        enabled = set(by_name)
         with self._lock:
             for name, state in self._states.items():
                 if name not in enabled or state.last_success is not None:
@@ -322,7 +325,8 @@ class Runner:
                 if state.last_error is not None:
                     failed.setdefault(state.last_error, []).append(name)
                 else:
-                    waiting.append(name)
+                    progress = by_name[name].progress
+                    waiting.append(f"{name} ({progress})" if progress else name)
         for error, names in failed.items():
             which = f"collector {names[0]}" if len(names) == 1 else f"collectors {', '.join(names)}"
             found.append(f"{which} failed: {error}")

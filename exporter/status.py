@@ -98,6 +98,7 @@ def collect(runner: Runner, database: str) -> dict[str, Any]:
                 "success": c.success,
                 "last_error": c.error,
                 "failed_polls": c.failures,
+                "progress": c.progress,
             }
             for c in collectors
         ],
@@ -199,6 +200,7 @@ def render_html(status: dict[str, Any]) -> str:
                 "ok",
                 "failed polls",
                 "last error",
+                "under way",
             ],
             [
                 [
@@ -211,6 +213,7 @@ def render_html(status: dict[str, Any]) -> str:
                     c["success"],
                     c["failed_polls"],
                     c["last_error"],
+                    c["progress"],
                 ]
                 for c in status["collectors"]
             ],

@@ -11,7 +11,7 @@ import pytest
 
 from exporter.config import parse
 
-from .support.exporters import poll, scrape
+from .support.exporters import collector, poll, scrape
 from .support.ground_truth import mismatches
 from .support.history import flush_recent, load_history
 from .support.pgbouncer import pgbouncer
@@ -40,7 +40,7 @@ def test_counters_are_exact_through_pgbouncer(pooled_dsn, make_exporter, writer,
 
 def test_the_server_enforces_the_statement_timeout_through_pgbouncer(pooled_dsn, make_exporter, litellm_dsn, conn):
     exporter = make_exporter(parse({"database": {"dsn": pooled_dsn, "statement_timeout": "1s"}}))
-    usage = next(c for c in exporter.runner.collectors if c.name == "usage")
+    usage = collector(exporter, "usage")
     assert exporter.runner.poll_once(usage)
     # A commit since that poll, or the next one would find nothing new to read.
     conn.execute("""INSERT INTO "LiteLLM_UserTable" (user_id) VALUES ('committed-since')""")

@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.demo.traffic import Request, random_requests
 from exporter.demo.writer import SpendWriter, seed_world
 
-from .support.exporters import make_config, poll, scrape
-from .support.ground_truth import mismatches
+from .support.exporters import collector, make_config, poll, scrape
+from .support.ground_truth import TOLERANCE, mismatches
 
 OTHER = "__other__"
 # family -> (id label, daily table, the id as the table holds it, as the label shows it)
@@ -84,13 +84,13 @@ def check_whole(conn, samples, family: str) -> set[str]:
         want = dict(conn.execute(f'SELECT {id_sql}, sum({column})::float8 FROM "{table}" GROUP BY 1').fetchall())
         for entity, value in got.items():
             if entity != OTHER:
-                assert math.isclose(value, want[entity], rel_tol=1e-9, abs_tol=1e-9), (family, measure, entity)
+                assert math.isclose(value, want[entity], rel_tol=1e-9, abs_tol=TOLERANCE), (family, measure, entity)
         table_total = sum(want.values())
-        assert math.isclose(sum(got.values()), table_total, rel_tol=1e-9, abs_tol=1e-9), (family, measure)
+        assert math.isclose(sum(got.values()), table_total, rel_tol=1e-9, abs_tol=TOLERANCE), (family, measure)
         if table == "LiteLLM_DailyUserSpend" or family == "litellm_team":
             # Every request has a key, a user ('' for none) and a team ('' for none).
             global_total = sum(samples[f"litellm_{measure}_total"].values())
-            assert math.isclose(sum(got.values()), global_total, rel_tol=1e-9, abs_tol=1e-9), (family, measure)
+            assert math.isclose(sum(got.values()), global_total, rel_tol=1e-9, abs_tol=TOLERANCE), (family, measure)
         shown = set(got) - {OTHER}
     return shown
 
@@ -215,7 +215,7 @@ def test_memory_follows_the_series_not_the_rows(make_exporter, conn, clock, lite
     def kept():
         exporter = make_exporter(tight(make_config(litellm_dsn)))
         poll(exporter)
-        usage = next(c for c in exporter.runner.collectors if c.name == "usage")
+        usage = collector(exporter, "usage")
         states = [usage.state(t) for t in tables]
         assert all(s is not None for s in states)
         samples = scrape(exporter)

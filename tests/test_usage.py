@@ -12,7 +12,7 @@ from exporter.config import parse
 from exporter.demo.traffic import Request, random_request, random_requests
 from exporter.demo.writer import Entities, SpendWriter
 
-from .support.exporters import make_config, poll, scrape
+from .support.exporters import collector, make_config, poll, scrape
 from .support.ground_truth import mismatches
 from .support.history import flush_recent, load_history
 
@@ -106,13 +106,14 @@ def test_counters_exact_across_utc_midnight(make_exporter, writer, rng, world, c
         assert mismatches(conn, scrape(exporter)) == []
 
 
-def test_rows_outside_the_window_are_read_only_by_the_resync(make_exporter, writer, rng, world, clock, conn):
+def test_rows_before_the_look_back_are_counted_at_the_next_full_read(make_exporter, writer, rng, world, clock, conn):
     load_history(writer, rng, world, clock, days=10)
-    exporter = make_exporter(resync_interval=3600.0)
+    exporter = make_exporter(resync_interval=3600.0, look_back=2 * 86400.0, full_resync_interval=86400.0)
+    usage = collector(exporter, "usage")
     poll(exporter)
     spend = sum(scrape(exporter)["litellm_spend_usd_total"].values())
 
-    # A row far older than the window changes behind the incremental read's back.
+    # A row far older than the look-back changes behind the incremental reads' backs.
     old_date = (clock.now - timedelta(days=7)).date().isoformat()
     changed = conn.execute(
         'UPDATE "LiteLLM_DailyUserSpend" SET spend = spend + 1000 WHERE id = '
@@ -120,13 +121,19 @@ def test_rows_outside_the_window_are_read_only_by_the_resync(make_exporter, writ
         (old_date,),
     ).rowcount
     assert changed == 1
+    # Neither a poll nor the hourly resync reads that date...
     clock.advance(minutes=5)
     poll(exporter)
-    # The incremental poll does not read old dates at all...
     assert sum(scrape(exporter)["litellm_spend_usd_total"].values()) == spend
-    # ...and the resync, an hour on, finds the change.
     clock.advance(hours=1)
     poll(exporter)
+    assert usage.reads["look_back"] > 0
+    assert sum(scrape(exporter)["litellm_spend_usd_total"].values()) == spend
+    # ...the next full read (daily, on UTC midnight) counts it.
+    full_reads = usage.reads["full"]
+    clock.now = clock.now.replace(hour=0, minute=0, second=30) + timedelta(days=1)
+    poll(exporter)
+    assert usage.reads["full"] > full_reads
     samples = scrape(exporter)
     assert abs(sum(samples["litellm_spend_usd_total"].values()) - (spend + 1000)) < 1e-6
     assert mismatches(conn, samples) == []

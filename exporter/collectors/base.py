@@ -25,6 +25,11 @@ class Collector(ABC):
         return None
 
     @property
+    def progress(self) -> str | None:
+        """How far a long poll under way has got, in a few words; None when none is."""
+        return None
+
+    @property
     def enabled(self) -> bool:
         """A disabled collector is not polled and reports nothing."""
         return True

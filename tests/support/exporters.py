@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -32,6 +33,11 @@ def make_config(dsn: str, **usage: object) -> config_module.Config:
     if usage:
         base = dataclasses.replace(base, usage=dataclasses.replace(base.usage, **usage))
     return base
+
+
+def collector(exporter: Exporter, name: str) -> Any:
+    """One of the exporter's collectors, by name."""
+    return next(c for c in exporter.runner.collectors if c.name == name)
 
 
 def poll(exporter: Exporter) -> None:

@@ -12,6 +12,11 @@ import psycopg
 
 from .exporters import Samples
 
+# The exporter sums dollars in nano-dollars, each row rounded: a sum of n rows is within
+# n / 2 nano-dollars of PostgreSQL's floating-point one. A micro-dollar is far below a cent and
+# far above what the tests' few thousand rows can add up to.
+TOLERANCE = 1e-6
+
 MEASURES = {
     "spend_usd": "d.spend",
     "requests": "d.api_requests",
@@ -212,6 +217,6 @@ def differences(wanted: dict[str, dict[frozenset[tuple[str, str]], float]], samp
                 problems.append(f"{sample_name}{dict(labels)}: missing, database says {want[labels]!r}")
             elif labels not in want:
                 problems.append(f"{sample_name}{dict(labels)}: {got[labels]!r} is not in the database")
-            elif not math.isclose(got[labels], want[labels], rel_tol=1e-9, abs_tol=1e-12):
+            elif not math.isclose(got[labels], want[labels], rel_tol=1e-9, abs_tol=TOLERANCE):
                 problems.append(f"{sample_name}{dict(labels)}: {got[labels]!r} != database {want[labels]!r}")
     return problems

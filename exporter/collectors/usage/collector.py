@@ -1,33 +1,49 @@
 """Usage counters: all-time sums of LiteLLM's daily spend rollup tables.
 
-Each counter equals ``sum(column)`` over its daily table, grouped by the family's labels. To
-keep a poll's cost independent of the history, every table is split at a window start:
+Each counter equals ``sum(column)`` over its daily table, grouped by the family's labels. So
+that neither a poll nor a resync costs more as the history grows, every table is cut in three
+by date, and each part is read as often as it can change:
 
-* rows before it (the base) are summed once, at start-up and at each resync; LiteLLM only ever
-  increments rows, and days that are over stop changing;
-* rows on or after it (the window) are summed again by PostgreSQL on every poll. The window
-  starts at the date of (resync time minus ``late_margin``): today, and yesterday for a while
-  after midnight, when late flushes still land on it. When that date moves on, the next poll
-  resyncs, so the window never holds more than it must.
+* the window, from the date of (now minus ``late_margin``): today's rows, and yesterday's for
+  a while after midnight. Summed again by PostgreSQL on every poll that finds something
+  committed (``db.CommitWatch``); a poll with nothing committed reads no table at all.
+* the look-back, the ``look_back`` days before the window: days that are over but may still
+  get a late flush or a retried batch. Summed again at every resync (``resync_interval``,
+  hourly), and when the window moves on at midnight; read through the ``date`` index.
+* the old part, every date before that: summed once by a full read, at start-up, on a reload
+  and on a slow schedule of its own (``full_resync_interval``, daily). As the look-back moves
+  on, the day leaving it is added to the old part. A row that changes there is counted at the
+  next full read, or, where an index on ``updated_at`` exists, at the next resync, which then
+  reads that table in full.
 
-Both sums are grouped in SQL by the labels the families publish, so memory and CPU follow
-the series served, not the rows read. A resync, aligned to the wall clock so that replicas do
-it together, also decides which entities each capped family shows: the top ``max_series``
-by all-time spend, ties by id; the rest are summed into one ``__other__`` entity. A poll that
-finds nothing committed since the last (``db.CommitWatch``) reads no table at all.
+Every read, and each resync, is aligned to the wall clock so that replicas do it together.
+
+A capped family shows the top ``max_series`` entities by all-time spend, ties by id; the rest
+are summed into one ``__other__`` entity. A full read ranks them in SQL in the same pass that
+sums them; a resync ranks them again from each entity's old total, which the engine keeps, plus
+what the look-back and the window add. An entity that enters the shown set has its old rows
+summed by id (through the entity's index) and taken out of ``__other__``.
+
+All sums are grouped in SQL by the labels the families publish, so that what reaches Python
+is one row per series (and, for the ranking, one number per entity), never one per daily row.
 
 Where this LiteLLM has no daily table for an entity (or one without request counts), or the
-configuration asks for it, the same split is applied to LiteLLM_SpendLogs, cut on
-``startTime`` at the resync time minus ``spend_logs_late_margin``.
+configuration asks for it, the same cuts are applied to LiteLLM_SpendLogs, on ``startTime``,
+the window starting ``spend_logs_late_margin`` before each resync.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import sys
+import threading
+import time
 from array import array
+from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -39,11 +55,29 @@ from ... import catalog
 from ...cardinality import OTHER, OVERFLOW_LABEL, CapReport, membership_digest
 from ...catalog import SPEND_LOGS
 from ...config import Config, UsageConfig
-from ...db import CommitWatch, Database
+from ...db import CommitWatch, Database, SnapshotUnavailable
 from ...families import Family, build
 from ..base import Collector
-from .queries import Reading, View, daily_reading, decode_sums, rank_query, spend_log_reading, sums_query
-from .tables import ACTIVITY_SOURCES, ALL_SOURCES, ENTITY_SOURCES, USER_SOURCE, Group, Source, Sums
+from .queries import (
+    OLD,
+    RECENT,
+    WINDOW,
+    Reading,
+    View,
+    daily_reading,
+    decode_folded,
+    decode_sums,
+    entity_sums_query,
+    folded_query,
+    old_totals_query,
+    other_group,
+    rank_delta_query,
+    rank_query,
+    spend_log_reading,
+    sums_query,
+)
+from .ranking import Entry, Ranking, contenders, ranked, rerank, top
+from .tables import ACTIVITY_SOURCES, ALL_SOURCES, ENTITY_SOURCES, SUMS_TYPE, USER_SOURCE, Group, Source, Sums
 
 log = logging.getLogger(__name__)
 
@@ -98,34 +132,81 @@ class Membership:
 
 
 @dataclass(frozen=True)
+class Cuts:
+    """Where a source's rows are cut (dates, or spend-log times): rows before ``old_end`` are
+    the old part, rows on or after ``start`` the window, those between the look-back."""
+
+    old_end: str
+    start: str
+
+    def params(self) -> dict[str, object]:
+        return {"old_end": self.old_end, "start": self.start}
+
+
+@dataclass(frozen=True)
 class SourceState:
-    """What the engine keeps per source: sums per series, never rows."""
+    """What the engine keeps per source: sums per series, and one total per ranked entity,
+    never rows. Each sums array holds one value per measure, then the rows summed."""
 
     reading: Reading
     views: tuple[View, ...]
     memberships: tuple[Membership, ...]
-    start: str
-    base: tuple[dict[Group, Sums], ...]
+    cuts: Cuts
+    old: tuple[dict[Group, Sums], ...]
+    recent: tuple[dict[Group, Sums], ...]
     window: tuple[dict[Group, Sums], ...]
+    # Capped views: how their entities rank (None: not capped).
+    rankings: tuple[Ranking | None, ...]
     # The window's query, composed once per resync.
     window_query: sql.Composed
     window_params: dict[str, object]
+    # The newest updated_at at the last look, where an index on it makes looking cheap.
+    updated_seen: datetime | None = None
     latest_update: float | None = None
 
     def totals(self, index: int) -> dict[Group, Sums]:
-        totals = {group: array("d", values) for group, values in self.base[index].items()}
-        for group, values in self.window[index].items():
-            current = totals.get(group)
-            if current is None:
-                totals[group] = array("d", values)
-            else:
-                for k, value in enumerate(values):
-                    current[k] += value
+        totals = {group: array(SUMS_TYPE, values) for group, values in self.old[index].items()}
+        for part in (self.recent[index], self.window[index]):
+            for group, values in part.items():
+                current = totals.get(group)
+                if current is None:
+                    totals[group] = array(SUMS_TYPE, values)
+                else:
+                    for k, value in enumerate(values):
+                        current[k] += value
         return totals
 
     def kept(self) -> int:
-        """Sums held, base and window: what the engine's memory follows."""
-        return sum(len(d) for d in self.base) + sum(len(d) for d in self.window)
+        """Sums held, in all parts: what the engine's memory follows."""
+        return sum(len(d) for part in (self.old, self.recent, self.window) for d in part)
+
+
+class _Progress:
+    """How far a full read is, for /ready, the status page and the log."""
+
+    def __init__(self, tables: int) -> None:
+        self.tables = tables
+        self.done = 0
+        self.rows = 0
+        self.started = time.monotonic()
+        self._said = self.started
+        self._lock = threading.Lock()
+
+    def table_read(self, rows: int) -> None:
+        with self._lock:
+            self.done += 1
+            self.rows += rows
+            now = time.monotonic()
+            if now - self._said >= PROGRESS_EVERY and self.done < self.tables:
+                self._said = now
+                log.info("usage: full read under way: %s", self.text())
+
+    def text(self) -> str:
+        return f"{self.done} of {self.tables} tables read ({self.rows:,} rows), {time.monotonic() - self.started:.1f}s"
+
+
+# A full read that lasts longer than this says how far it is, in the log, this often.
+PROGRESS_EVERY = 10.0
 
 
 # Per series (family, labels): the values published, one per measure.
@@ -138,27 +219,45 @@ class _Built:
     window sums, and aliases), them, and the values they published."""
 
     membership: Membership
-    base: dict[Group, Sums]
+    old: dict[Group, Sums]
+    recent: dict[Group, Sums]
     window: dict[Group, Sums]
     metadata: dict[str, Any] | None
     families: list[Family]
     published: Published
 
     def built_from(self, state: SourceState, index: int, metadata: object) -> bool:
-        # The base only changes at a resync (a new dict), so identity says it is the same; the
-        # window and the aliases are compared by value (a few thousand entries at most).
+        # The old and recent parts only change at a resync (new dicts), so identity says they
+        # are the same; the window and the aliases are compared by value (a few thousand
+        # entries at most).
         return (
             self.membership == state.memberships[index]
-            and self.base is state.base[index]
+            and self.old is state.old[index]
+            and self.recent is state.recent[index]
             and self.window == state.window[index]
             and self.metadata == metadata
         )
 
 
-def _plan(config: UsageConfig) -> tuple[object, ...]:
-    """What decides how rows are split and grouped: a change means a resync."""
-    entities = tuple(sorted((name, e.enabled, e.model_group, e.max_series) for name, e in config.entities.items()))
-    return config.late_margin, config.source, config.spend_logs_late_margin, config.global_max_series, entities
+def _add(target: dict[Group, Sums], group: Group, values: Sums, sign: int = 1) -> None:
+    """Add (or take away) ``values`` into ``target[group]``, never changing an array another
+    state may hold; a group left with no rows is dropped."""
+    current = target.get(group)
+    merged = array(SUMS_TYPE, current) if current is not None else array(SUMS_TYPE, [0] * len(values))
+    for k, value in enumerate(values):
+        merged[k] += sign * value
+    if merged[-1] <= 0:  # the row count: nothing is left of the group
+        target.pop(group, None)
+    else:
+        target[group] = merged
+
+
+def _fold(view: View, groups: dict[Group, Sums], shown: frozenset[str]) -> dict[Group, Sums]:
+    """A view's groups with the entities outside ``shown`` summed as ``__other__``."""
+    folded: dict[Group, Sums] = {}
+    for group, values in groups.items():
+        _add(folded, group if group[0] in shown else other_group(view, group), values)
+    return folded
 
 
 class UsageCollector(Collector):
@@ -171,6 +270,7 @@ class UsageCollector(Collector):
         self._clock = clock
         self._states: dict[str, SourceState] = {}
         self._resync_slot: int | None = None
+        self._full_slot: int | None = None
         # While no transaction has committed since the last poll, every sum is what it was.
         self._commits: CommitWatch[None] = CommitWatch()
         self._published: Published = {}
@@ -180,6 +280,16 @@ class UsageCollector(Collector):
         self._org_alias: dict[str, str] = {}
         # Per family: what its families were built from, and them; most polls change nothing.
         self._built: dict[str, _Built] = {}
+        self._progress: _Progress | None = None
+        self._share = True  # whether full reads may share their snapshot with helper connections
+        # What the database was asked, by kind of read, since start: what tests and the
+        # status page look at to tell a resync from a full read.
+        self.reads: Counter[str] = Counter()
+        self._reads_lock = threading.Lock()
+
+    def _count(self, kind: str) -> None:
+        with self._reads_lock:  # helper connections count too
+            self.reads[kind] += 1
 
     # -- what is read ------------------------------------------------------------------
 
@@ -203,64 +313,92 @@ class UsageCollector(Collector):
     def state(self, table: str) -> SourceState | None:
         return self._states.get(table)
 
-    def window_start(self, reading: Reading, now: datetime) -> str:
-        if reading.table == SPEND_LOGS:
-            lower = now.astimezone(timezone.utc) - timedelta(seconds=self._config.spend_logs_late_margin)
-            return lower.strftime("%Y-%m-%d %H:%M:%S.%f")
-        return (now.astimezone(timezone.utc) - timedelta(seconds=self._config.late_margin)).date().isoformat()
+    @property
+    def progress(self) -> str | None:
+        progress = self._progress
+        return f"full read: {progress.text()}" if progress is not None else None
 
-    def _slot(self, now: datetime) -> int:
-        # Aligned to the Unix epoch, so that every replica resyncs in the same poll interval.
-        return int(now.timestamp() // self._config.resync_interval)
+    def cuts(self, reading: Reading, now: datetime) -> Cuts:
+        now = now.astimezone(timezone.utc)
+        if reading.table == SPEND_LOGS:
+            start = now - timedelta(seconds=self._config.spend_logs_late_margin)
+            old_end = start - timedelta(seconds=self._config.look_back)
+            return Cuts(old_end.strftime("%Y-%m-%d %H:%M:%S.%f"), start.strftime("%Y-%m-%d %H:%M:%S.%f"))
+        first = (now - timedelta(seconds=self._config.late_margin)).date()
+        days = math.ceil(self._config.look_back / 86400)
+        return Cuts((first - timedelta(days=days)).isoformat(), first.isoformat())
+
+    def _slot(self, now: datetime, interval: float) -> int:
+        # Aligned to the Unix epoch, so that every replica reads in the same poll interval.
+        return int(now.timestamp() // interval)
 
     def _resync_due(self, now: datetime) -> bool:
-        if self._resync_slot is None or self._slot(now) != self._resync_slot:
+        if self._resync_slot is None or self._slot(now, self._config.resync_interval) != self._resync_slot:
             return True
         # A daily window whose first date has passed out of the late margin: shrink it.
         return any(
-            state.reading.table != SPEND_LOGS and state.start != self.window_start(state.reading, now)
+            state.reading.table != SPEND_LOGS and state.cuts.start != self.cuts(state.reading, now).start
             for state in self._states.values()
         )
 
     def reconfigure(self, config: Config) -> None:
-        old, self._config = self._config, config.usage
+        self._config = config.usage
         self.interval = self._config.interval
-        if _plan(old) != _plan(self._config):
-            # Rows between an old and a new window start would be in the base and the window.
-            self.request_resync()
+        # A reload (SIGHUP, /-/reload) reads everything again: what an operator asks for when
+        # something was changed by hand, and what a change of cuts or caps needs.
+        self.request_resync()
         self._caps.forget(f"litellm_{name}" for name, entity in self._config.entities.items() if not entity.enabled)
 
     def request_resync(self) -> None:
-        """Make the next poll recompute every sum, and every membership, from the tables."""
+        """Make the next poll read every table in full, and choose every shown entity again."""
+        self._full_slot = None
         self._resync_slot = None
         self._commits.forget()
 
     # -- polling -----------------------------------------------------------------------
 
     def poll(self, db: Database) -> list[Family]:
+        try:
+            return self._poll(db)
+        except SnapshotUnavailable as exc:
+            # Said once: from now on full reads use the poll's connection alone.
+            self._share = False
+            log.info("usage: this server does not share snapshots (%s): full reads use one connection", exc)
+            return self._poll(db)
+
+    def _poll(self, db: Database) -> list[Family]:
         now = self._clock()
-        resync = self._resync_due(now)
+        full_slot = self._slot(now, self._config.full_resync_interval)
+        full = self._full_slot != full_slot
+        resync = full or self._resync_due(now)
         states: dict[str, SourceState] = {}
         with db.snapshot() as conn:
             if self._commits.unchanged(conn) and not resync and self._states:
                 return self._families()
             sources = self._sources()
+            in_full: list[Source] = []
             for source in sources:
                 previous = self._states.get(source.table)
-                if resync or previous is None:
-                    # A table missing at the last look (the proxy may not have migrated yet) costs
-                    # a catalogue query per poll until it appears, then one full read.
-                    state = self._read_full(conn, source, now)
+                state: SourceState | None = None
+                if full or previous is None:
+                    in_full.append(source)
+                    continue
+                state = self._look_back(conn, previous, now) if resync else self._read_window(conn, previous)
+                if state is None:
+                    in_full.append(source)  # what the look-back found needs a full read
                 else:
-                    state = self._read_window(conn, previous)
-                if state is not None:
                     states[source.table] = state
+            # A table missing at the last look (the proxy may not have migrated yet) costs a
+            # catalogue query per poll until it appears, then one full read.
+            states.update(self._read_in_full(db, conn, in_full, now, side_by_side=full))
             metadata = self._read_metadata(conn, states)
         # State changes only after every read succeeded: a failed poll leaves it untouched.
         self._log_missing(sources, states)
         if resync:
             self._report_memberships(states)
-            self._resync_slot = self._slot(now)
+            self._resync_slot = self._slot(now, self._config.resync_interval)
+        if full:
+            self._full_slot = full_slot
         self._states = states
         self._commits.polled()
         self._key_meta, self._team_alias, self._org_alias = metadata
@@ -274,7 +412,8 @@ class UsageCollector(Collector):
         # have nothing in the spend logs to stand in for them, and are always read.
         from_table = self._config.source in ("auto", "daily_tables") or source in ACTIVITY_SOURCES
         if from_table and source.table in found:
-            reading = daily_reading(source, found[source.table])
+            per_entity_only = all(view.entity is not None for view in self._views(source))
+            reading = daily_reading(source, found[source.table], per_entity_only=per_entity_only)
         if reading is None and self._config.source in ("auto", "spend_logs") and SPEND_LOGS in found:
             reading = spend_log_reading(source, found[SPEND_LOGS])
         return reading
@@ -296,31 +435,169 @@ class UsageCollector(Collector):
             log.info("not in this LiteLLM's schema: %s: their families are not exported", ", ".join(newer))
         self._missing_logged = {s.table for s in missing}
 
-    def _read_full(self, conn: psycopg.Connection, source: Source, now: datetime) -> SourceState | None:
+    # -- full reads --------------------------------------------------------------------
+
+    def _read_in_full(
+        self, db: Database, conn: psycopg.Connection, sources: list[Source], now: datetime, *, side_by_side: bool
+    ) -> dict[str, SourceState]:
+        """Read ``sources`` in full: side by side on up to ``read_connections`` connections
+        sharing this transaction's snapshot, where it can be shared, else one after another."""
+        if not sources:
+            return {}
+        queue = list(reversed(sources))
+        states: dict[str, SourceState] = {}
+        progress = _Progress(len(sources))
+        self._progress = progress
+
+        def work(c: psycopg.Connection) -> None:
+            while True:
+                try:
+                    source = queue.pop()  # atomic: list.pop holds the GIL
+                except IndexError:
+                    return
+                state, rows = self._read_full(c, source, now)
+                if state is not None:
+                    states[source.table] = state
+                if c is not conn:
+                    self._count("helper")  # a table a helper connection read
+                progress.table_read(rows)
+
+        helpers = min(self._config.read_connections, len(sources)) - 1 if side_by_side and self._share else 0
+        snapshot = db.export_snapshot(conn) if helpers > 0 else None
+        try:
+            if snapshot is None:
+                work(conn)
+            else:
+                with ThreadPoolExecutor(helpers, thread_name_prefix="usage-read") as pool:
+                    futures = [pool.submit(self._help, db, snapshot, work) for _ in range(helpers)]
+                    try:
+                        work(conn)
+                    finally:
+                        queue.clear()  # on a failure here, the helpers stop after their table
+                        errors = [f.exception() for f in futures]
+                    for error in errors:
+                        if error is not None:
+                            raise error
+        finally:
+            self._progress = None
+        if side_by_side and states:
+            log.info(
+                "usage: %d tables read in full (%s rows) in %.1fs",
+                len(states),
+                f"{progress.rows:,}",
+                time.monotonic() - progress.started,
+            )
+        return states
+
+    def _help(self, db: Database, snapshot: str, work: Callable[[psycopg.Connection], None]) -> None:
+        """A helper connection's share of a full read, in the poll's snapshot."""
+        try:
+            with db.in_snapshot(snapshot) as conn:
+                work(conn)
+        except SnapshotUnavailable as exc:
+            # The poll's own connection reads what this one would have.
+            log.debug("usage: a helper connection could not share the snapshot: %s", exc)
+
+    def _read_full(self, conn: psycopg.Connection, source: Source, now: datetime) -> tuple[SourceState | None, int]:
+        """One source read in full: each capped view's entities ranked (one measure, grouped by
+        entity), then every view's sums in one pass, folded by the entities shown. Returns the
+        state and the rows read."""
         reading = self._reading(conn, source)
         if reading is None:
-            return None
+            return None, 0
         views = self._views(source)
-        memberships = [Membership() for _ in views]
-        if any(v.cap is not None for v in views):
-            query, by_mask = rank_query(reading, views)
-            top: dict[int, list[str]] = {}
+        cuts = self.cuts(reading, now)
+        params = cuts.params()
+        # The planner cannot tell how few groups the folded sums have (it multiplies the
+        # columns' distinct counts) and sorts gigabytes on disk where a hash of a few thousand
+        # groups does it; hashing spills to disk by itself should it need to.
+        conn.execute("SELECT set_config('enable_sort', 'off', true)")
+        # A capped view is ranked before the pass that sums, so that the pass can fold its
+        # entities in SQL, unless its column is grouped by as it is anyway (model_group), or
+        # the planner's statistics say it has no more entities than the cap: those are ranked
+        # from the sums.
+        raw = {x for v in views for x in v.extras} | {v.id for v in views if v.cap is None}
+        first = [
+            i
+            for i, v in enumerate(views)
+            if v.cap is not None and v.id not in raw and not self._few(conn, source, reading, v)
+        ]
+        rankings: list[Ranking | None] = [None for _ in views]
+        members: list[frozenset[str] | None] = [None for _ in views]
+        if first:
+            keep = tuple(contenders(views[i].cap or 0) for i in first)
+            entries: dict[int, list[Entry]] = {i: [] for i in first}
             counts: dict[int, int] = {}
-            for mask, entity, count in conn.execute(query):
-                top.setdefault(by_mask[mask], []).append(entity)
-                counts[by_mask[mask]] = count
-            for index, view in enumerate(views):
-                if view.cap is not None and counts.get(index, 0) > view.cap:
-                    memberships[index] = Membership(frozenset(top[index]), counts[index] - view.cap)
-        start = self.window_start(reading, now)
+            for j, entity, old, total, count in conn.execute(
+                rank_query(reading, tuple(views[i] for i in first), keep), params
+            ):
+                entries[first[j]].append((sys.intern(entity), old, total))
+                counts[first[j]] = count
+            self._count("rank")
+            for i in first:
+                best = top(entries[i], len(entries[i]))
+                rankings[i], members[i] = ranked(best, counts.get(i, 0), views[i].cap or 0)
+        folded = frozenset(views[i].id for i in first if members[i] is not None)
+        query, extra = folded_query(reading, views, tuple(members), folded)
+        rows = conn.execute(query, {**params, **extra}).fetchall()
+        parts, latest = decode_folded(rows, views, tuple(members), len(reading.measures))
+        self._count("full")
+        for i, view in enumerate(views):
+            if view.cap is None or i in first:
+                continue
+            olds: dict[str, int] = {}
+            totals: dict[str, int] = {}
+            for index, part in enumerate(parts):
+                for group, values in part[i].items():
+                    totals[group[0]] = totals.get(group[0], 0) + values[reading.rank]
+                    olds[group[0]] = olds.get(group[0], 0) + (values[reading.rank] if index == OLD else 0)
+            best = top(((e, olds[e], t) for e, t in totals.items()), contenders(view.cap) + 1)
+            rankings[i], members[i] = ranked(best, len(totals), view.cap)
+            if members[i] is not None:
+                for part in parts:
+                    part[i] = _fold(view, part[i], members[i])  # type: ignore[arg-type]
+        memberships = tuple(
+            Membership(m, r.entities - (v.cap or 0)) if m is not None and r is not None else Membership()
+            for v, m, r in zip(views, members, rankings, strict=True)
+        )
+        seen = None
+        if reading.updated is not None and catalog.leading_index(conn, reading.table, "updated_at"):
+            query = sql.SQL("SELECT max(updated_at) FROM {}").format(sql.Identifier(reading.table))
+            seen = conn.execute(query).fetchone()
+        state = SourceState(
+            reading,
+            views,
+            memberships,
+            cuts,
+            tuple(parts[OLD]),
+            tuple(parts[RECENT]),
+            tuple(parts[WINDOW]),
+            tuple(rankings),
+            *self._window_query(reading, views, memberships, cuts),
+            updated_seen=seen[0] if seen else None,
+            latest_update=latest,
+        )
+        return state, sum(row[-2] for row in rows)
+
+    def _few(self, conn: psycopg.Connection, source: Source, reading: Reading, view: View) -> bool:
+        """Whether the planner's statistics say a view's table has no more entities than its cap."""
+        column = dict(source.columns).get(view.id)
+        if reading.table != source.table or column is None or view.cap is None:
+            return False
+        row = conn.execute(
+            "SELECT CASE WHEN s.n_distinct >= 0 THEN s.n_distinct ELSE -s.n_distinct * c.reltuples END"
+            " FROM pg_stats s JOIN pg_class c ON c.oid = to_regclass(quote_ident(s.tablename))"
+            " WHERE s.schemaname = current_schema() AND s.tablename = %s AND s.attname = %s",
+            (source.table, column),
+        ).fetchone()
+        return row is not None and row[0] is not None and 0 <= row[0] <= view.cap
+
+    def _window_query(
+        self, reading: Reading, views: tuple[View, ...], memberships: tuple[Membership, ...], cuts: Cuts
+    ) -> tuple[sql.Composed, dict[str, object]]:
         members = tuple(m.members for m in memberships)
-        query, params = sums_query(reading, views, members, window=False)
-        params["start"] = start
-        base, _ = decode_sums(conn.execute(query, params).fetchall(), views, len(reading.measures))
-        window_query, window_params = sums_query(reading, views, members, window=True)
-        window_params["start"] = start
-        state = SourceState(reading, views, tuple(memberships), start, tuple(base), (), window_query, window_params)
-        return self._read_window(conn, state)
+        query, params = sums_query(reading, views, members, lo="start", hi=None, track_updates=True)
+        return query, {**params, "start": cuts.start}
 
     def _read_window(self, conn: psycopg.Connection, previous: SourceState) -> SourceState:
         rows = conn.execute(previous.window_query, previous.window_params).fetchall()
@@ -328,6 +605,125 @@ class UsageCollector(Collector):
         if latest is None or (previous.latest_update is not None and previous.latest_update > latest):
             latest = previous.latest_update
         return dataclasses.replace(previous, window=tuple(window), latest_update=latest)
+
+    # -- resyncs -----------------------------------------------------------------------
+
+    def _look_back(self, conn: psycopg.Connection, previous: SourceState, now: datetime) -> SourceState | None:
+        """A resync of one source that reads only the look-back and the window (and the day that
+        leaves the look-back for the old part); None where only a full read will do."""
+        reading, views = previous.reading, previous.views
+        cuts = self.cuts(reading, now)
+        if cuts.old_end < previous.cuts.old_end or cuts.start < previous.cuts.start:
+            return None  # the clock went back
+        seen = previous.updated_seen
+        if seen is not None:
+            # Through the index: only the rows written since the last look.
+            query = sql.SQL(
+                "SELECT max(updated_at), coalesce(bool_or(date < %(old_end)s), false) FROM {}"
+                " WHERE updated_at > %(seen)s"
+            ).format(sql.Identifier(reading.table))
+            row = conn.execute(query, {"seen": seen, "old_end": cuts.old_end}).fetchone()
+            self._count("updated_at")
+            if row is not None and row[1]:
+                log.info("usage: rows of %s older than the look-back changed: reading it in full", reading.table)
+                return None
+            if row is not None and row[0] is not None:
+                seen = row[0]
+        params = {**cuts.params(), "lo": previous.cuts.old_end}
+        members = [m.members for m in previous.memberships]
+        old = list(previous.old)
+        if cuts.old_end > previous.cuts.old_end:
+            # The days leaving the look-back join the old part, counted as they are now.
+            query, extra = sums_query(reading, views, tuple(members), lo="lo", hi="old_end")
+            shifted, _ = decode_sums(conn.execute(query, {**params, **extra}).fetchall(), views, len(reading.measures))
+            self._count("shift")
+            for i, part in enumerate(shifted):
+                if part:
+                    old[i] = dict(old[i])
+                    for group, values in part.items():
+                        _add(old[i], group, values)
+        rankings = list(previous.rankings)
+        memberships = list(previous.memberships)
+        if any(v.cap is not None for v in views):
+            query, by_mask = rank_delta_query(reading, views)
+            moved: dict[int, dict[str, int]] = {i: {} for i in by_mask.values()}
+            added: dict[int, dict[str, int]] = {i: {} for i in by_mask.values()}
+            for mask, entity, before, after in conn.execute(query, params):
+                i = by_mask[mask]
+                if before:
+                    moved[i][entity] = before
+                added[i][entity] = after
+            self._count("rank")
+            for i, view in enumerate(views):
+                ranking = rankings[i]
+                if view.cap is None or ranking is None:
+                    continue
+
+                def lookup(ids: list[str], view: View = view) -> dict[str, int]:
+                    self._count("lookup")
+                    query = old_totals_query(reading, view, "" in ids)
+                    return dict(conn.execute(query, {"ids": ids, "old_end": cuts.old_end}).fetchall())
+
+                result = rerank(ranking, view.cap, moved[i], added[i], lookup)
+                if result is None:
+                    log.info(
+                        "usage: the ranking of %s is a tie at its cap: reading %s in full", view.key, reading.table
+                    )
+                    return None
+                rankings[i], shown = result
+                if shown != members[i]:
+                    if shown is None:
+                        return None  # fewer entities than the cap: every one's own sums are needed
+                    old[i] = self._refold(conn, reading, view, old[i], members[i], shown, cuts)
+                    members[i] = shown
+                memberships[i] = Membership(shown, max(0, rankings[i].entities - view.cap) if shown else 0)  # type: ignore[union-attr]
+        query, extra = sums_query(reading, views, tuple(members), lo="old_end", hi="start")
+        recent, _ = decode_sums(conn.execute(query, {**params, **extra}).fetchall(), views, len(reading.measures))
+        self._count("look_back")
+        state = dataclasses.replace(
+            previous,
+            memberships=tuple(memberships),
+            cuts=cuts,
+            old=tuple(old),
+            recent=tuple(recent),
+            rankings=tuple(rankings),
+            window_query=(window := self._window_query(reading, views, tuple(memberships), cuts))[0],
+            window_params=window[1],
+            updated_seen=seen,
+        )
+        return self._read_window(conn, state)
+
+    def _refold(
+        self,
+        conn: psycopg.Connection,
+        reading: Reading,
+        view: View,
+        old: dict[Group, Sums],
+        before: frozenset[str] | None,
+        after: frozenset[str],
+        cuts: Cuts,
+    ) -> dict[Group, Sums]:
+        """The old part of a view whose shown entities changed from ``before`` (None: all) to
+        ``after``: an entity that leaves is added to ``__other__``; one that enters has its old
+        rows summed by id, and taken out of ``__other__``."""
+        result: dict[Group, Sums] = {}
+        for group, values in old.items():
+            if group[0] == OTHER or group[0] in after:
+                result[group] = values
+        for group, values in old.items():
+            if group[0] != OTHER and group[0] not in after:
+                _add(result, other_group(view, group), values)
+        entering = sorted(after - before) if before is not None else []
+        if entering:
+            query = entity_sums_query(reading, view, "" in entering)
+            rows = conn.execute(query, {"ids": entering, "old_end": cuts.old_end}).fetchall()
+            self._count("entering")
+            for row in rows:
+                group = tuple(map(sys.intern, row[: view.width]))
+                values = array(SUMS_TYPE, row[view.width :])
+                _add(result, group, values)
+                _add(result, other_group(view, group), values, -1)
+        return result
 
     def _report_memberships(self, states: dict[str, SourceState]) -> None:
         for table, state in states.items():
@@ -352,7 +748,9 @@ class UsageCollector(Collector):
             for state in states.values():
                 for index, view in enumerate(state.views):
                     if view.entity == entity:
-                        ids.update(g[0] for d in (state.base[index], state.window[index]) for g in d)
+                        ids.update(
+                            g[0] for d in (state.old[index], state.recent[index], state.window[index]) for g in d
+                        )
             ids.discard(OTHER)
             return sorted(ids)
 
@@ -456,7 +854,8 @@ class UsageCollector(Collector):
         published.update(mine)
         self._built[view.key] = _Built(
             state.memberships[index],
-            state.base[index],
+            state.old[index],
+            state.recent[index],
             state.window[index],
             dict(metadata) if isinstance(metadata, dict) else None,
             families,
@@ -490,7 +889,7 @@ class UsageCollector(Collector):
         ordered = []
         for key, values in sorted(series.items()):
             before = previous.get((view.key, key))
-            kept = array("d", map(max, values, before)) if before is not None else values
+            kept = array(SUMS_TYPE, map(max, values, before)) if before is not None else values
             published[(view.key, key)] = kept
             ordered.append((key, kept))
         families = []
@@ -503,7 +902,7 @@ class UsageCollector(Collector):
                     f"{measure.documentation}{describe}, summed over {state.reading.table} (all time).",
                     "counter",
                     labels,
-                    [(key, values[k] * measure.scale) for key, values in ordered],
+                    [(key, values[k] / measure.units * measure.scale) for key, values in ordered],
                     omit_empty=(OVERFLOW_LABEL,),
                 )
             )

@@ -16,7 +16,7 @@ from psycopg import sql
 
 from ...cardinality import OTHER
 from ...catalog import SPEND_LOGS
-from .tables import FINER, SPEND_LOG_MEASURES, Group, Measure, Source, Sums
+from .tables import FINER, SPEND_LOG_MEASURES, SUMS_TYPE, Group, Measure, Source, Sums
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class Reading:
     # column); grouping on the bare column is cheaper, and NULL joins '' after grouping.
     columns: dict[str, sql.Composable]
     values: tuple[sql.Composable, ...]  # one expression per measure
-    rank: sql.Composable  # what capped views rank their entities by
+    rank: int  # the measure capped views rank their entities by
     updated: sql.Composable | None  # updated_at, where the table has it
     required: sql.Composable  # extra WHERE condition, or empty
 
@@ -59,11 +59,26 @@ def _column(column: str) -> sql.Composable:
     return sql.SQL("d.{}::text").format(sql.Identifier(column))
 
 
-def daily_reading(source: Source, columns: set[str]) -> Reading | None:
+def _exact(value: sql.Composable, measure: Measure) -> sql.Composable:
+    """A row's value of a measure as a whole number of its units (``tables.Sums``)."""
+    if measure.money:
+        return sql.SQL("round(({})::float8 * {})::int8").format(value, sql.Literal(measure.units))
+    return sql.SQL("({})::int8").format(value)
+
+
+def daily_reading(source: Source, columns: set[str], *, per_entity_only: bool = False) -> Reading | None:
+    """How a daily table is read; ``per_entity_only``: no view of it is global, so the measures
+    only global families publish are not summed at all."""
     if not set(source.required) <= columns:
         return None  # too old a table (LiteLLM 0.1.0's had no request counts)
-    measures = tuple(m for m in source.measures if set(m.needs) <= columns)
-    values = tuple(sql.SQL(" + ").join(sql.SQL("d.{}").format(sql.Identifier(c)) for c in m.needs) for m in measures)
+    measures = tuple(
+        m
+        for m in source.measures
+        if set(m.needs) <= columns and (m.per_entity or not per_entity_only or m.column == source.rank)
+    )
+    values = tuple(
+        _exact(sql.SQL(" + ").join(sql.SQL("d.{}").format(sql.Identifier(c)) for c in m.needs), m) for m in measures
+    )
     return Reading(
         table=source.table,
         measures=measures,
@@ -72,7 +87,7 @@ def daily_reading(source: Source, columns: set[str]) -> Reading | None:
         start_type=sql.SQL("text"),
         columns={name: _column(column) if column in columns else sql.Literal("") for name, column in source.columns},
         values=values,
-        rank=values[[m.column for m in measures].index(source.rank)],
+        rank=[m.column for m in measures].index(source.rank),
         updated=sql.SQL("d.updated_at") if "updated_at" in columns else None,
         required=sql.SQL(""),
     )
@@ -105,8 +120,15 @@ def spend_log_reading(source: Source, columns: set[str]) -> Reading | None:
         position=sql.SQL('s."startTime"'),
         start_type=sql.SQL("timestamp"),
         columns=expressions,
-        values=(sql.SQL("s.spend"), sql.SQL("1"), failed, sql.SQL("s.prompt_tokens"), sql.SQL("s.completion_tokens")),
-        rank=sql.SQL("s.spend"),
+        values=tuple(
+            _exact(v, m)
+            for v, m in zip(
+                (sql.SQL("s.spend"), sql.SQL("1"), failed, sql.SQL("s.prompt_tokens"), sql.SQL("s.completion_tokens")),
+                SPEND_LOG_MEASURES,
+                strict=True,
+            )
+        ),
+        rank=0,  # spend
         updated=None,
         required=(
             sql.SQL(" AND coalesce(s.{}, '') <> ''").format(sql.Identifier(source.spend_log_required))
@@ -125,54 +147,244 @@ def _ids(views: tuple[View, ...]) -> sql.Composable:
     return sql.SQL(", ").join(sql.Identifier(f"v{i}_id") for i in range(len(views)))
 
 
-def rank_query(reading: Reading, views: tuple[View, ...]) -> tuple[sql.Composed, dict[int, int]]:
-    """The top entities of every capped view by all-time spend (ties by id), with how many
-    entities each has. Rows: GROUPING mask, id, entities in the view; with the mask's view."""
-    capped = tuple(v for v in views if v.cap is not None)
-    inner = sql.SQL("SELECT {ids}, {spend} AS spend FROM {rel} WHERE TRUE{req} OFFSET 0").format(
+def _bound(reading: Reading, op: str, param: str) -> sql.Composable:
+    return sql.SQL("{} {} {}::{}").format(reading.position, sql.SQL(op), sql.Placeholder(param), reading.start_type)
+
+
+def _span(reading: Reading, lo: str | None, hi: str | None) -> sql.Composable:
+    """The rows on or after the parameter ``lo`` and before ``hi`` (either may be open)."""
+    parts: list[sql.Composable] = [sql.SQL("TRUE")]
+    if lo:
+        parts.append(_bound(reading, ">=", lo))
+    if hi:
+        parts.append(_bound(reading, "<", hi))
+    return sql.Composed([sql.SQL(" AND ").join(parts), reading.required])
+
+
+def _id_expr(reading: Reading, column: str) -> sql.Composable:
+    return sql.SQL("coalesce({}, '')").format(reading.columns[column])
+
+
+# Where a full read puts a row's sums: the state's three parts (see the collector).
+OLD, RECENT, WINDOW = 0, 1, 2
+
+
+def rank_query(reading: Reading, views: tuple[View, ...], keep: tuple[int, ...]) -> sql.Composed:
+    """The top ``keep[j] + 1`` entities of each capped view ``views[j]`` by their all-time total
+    of the ranking measure, ties by id, with their old totals (before ``%(old_end)s``) and how
+    many entities the view has. Rows: j, id, old total, total, entities (in no order).
+
+    The table is grouped once by a plain ``GROUP BY`` of one measure, which PostgreSQL runs with
+    parallel workers, by every view's id together: the entities of one table go together (a key
+    has one user), so that the groups are about as many as the most numerous of them (measured:
+    cheaper than grouping by each id apart, or than ``GROUPING SETS``). Only the top few reach
+    Python. The sums are float8, whose partial sums the workers hand over for nothing (a bigint
+    sum's are numerics): exact while an entity's total stays below 2**53 units (nine million
+    dollars), and only an order beyond that."""
+    ids = [sql.Identifier(f"i{j}") for j in range(len(views))]
+    grouped = sql.SQL(
+        "r AS MATERIALIZED (SELECT {ids}, sum({rank}::float8) FILTER (WHERE {old}) AS old,"
+        " sum({rank}::float8) AS total FROM {rel} WHERE TRUE{req} GROUP BY {keys})"
+    ).format(
         ids=sql.SQL(", ").join(
-            sql.SQL("coalesce({}, '') AS {}").format(reading.columns[v.id], sql.Identifier(f"v{i}_id"))
-            for i, v in enumerate(capped)
+            sql.SQL("{} AS {}").format(_id_expr(reading, v.id), i) for v, i in zip(views, ids, strict=True)
         ),
-        spend=reading.rank,
+        rank=reading.values[reading.rank],
+        old=_bound(reading, "<", "old_end"),
         rel=reading.relation,
         req=reading.required,
+        keys=sql.SQL(", ").join(sql.Literal(j + 1) for j in range(len(views))),
     )
-    limits = sql.SQL(" ").join(
-        sql.SQL("WHEN {} THEN {}").format(sql.Literal(_mask(len(capped), i)), sql.Literal(v.cap))
-        for i, v in enumerate(capped)
+    parts = [
+        sql.SQL(
+            "(SELECT {j}, {i}, coalesce(sum(old), 0)::int8 AS old, coalesce(sum(total), 0)::int8 AS total,"
+            ' count(*) OVER () FROM r GROUP BY {i} ORDER BY total DESC, {i} COLLATE "C" LIMIT {keep})'
+        ).format(j=sql.Literal(j), i=i, keep=sql.Literal(k + 1))
+        for j, (i, k) in enumerate(zip(ids, keep, strict=True))
+    ]
+    return sql.SQL("WITH {} {}").format(grouped, sql.SQL(" UNION ALL ").join(parts))
+
+
+def old_totals_query(reading: Reading, view: View, with_empty: bool) -> sql.Composed:
+    """The old totals of the ranking measure of the entities ``%(ids)s`` of a view (before
+    ``%(old_end)s``), through the entity's index. Rows: id, old total."""
+    return sql.SQL("SELECT {id}, coalesce(sum({rank}), 0)::int8 FROM {rel} WHERE {match} AND {span} GROUP BY 1").format(
+        id=_id_expr(reading, view.id),
+        rank=reading.values[reading.rank],
+        rel=reading.relation,
+        match=_matching(reading, view, with_empty),
+        span=_span(reading, None, "old_end"),
+    )
+
+
+def _matching(reading: Reading, view: View, with_empty: bool) -> sql.Composable:
+    """Rows of the entities ``%(ids)s`` of a view; ``with_empty``: the empty id is one of them,
+    which also stands for NULL."""
+    id_expr = reading.columns[view.id]
+    match = sql.SQL("{} = ANY(%(ids)s::text[])").format(id_expr)
+    if with_empty:
+        match = sql.SQL("({} OR {} IS NULL)").format(match, id_expr)
+    return match
+
+
+def _slots(views: tuple[View, ...]) -> list[str]:
+    """The logical columns a full read groups by: every view's id and extras, once each."""
+    return list(dict.fromkeys(name for v in views for name in (v.id, *v.extras)))
+
+
+def folded_query(
+    reading: Reading, views: tuple[View, ...], members: tuple[frozenset[str] | None, ...], folded: frozenset[str]
+) -> tuple[sql.Composed, dict[str, object]]:
+    """Every view's sums, split into the old part, the look-back and the window, from one pass.
+
+    One plain ``GROUP BY`` (run with parallel workers, where ``GROUPING SETS`` are not) by the
+    part and every column any view groups by, the ids named in ``folded`` already folded into
+    ``__other__`` outside their view's members, so that the groups are about as many as the
+    series the views serve together, not as many as the entities. ``decode_folded`` sums each
+    view from them (folding the other capped ids). Rows: part, one value per slot
+    (``_slots``), the sums, the row count, the newest updated_at."""
+    params: dict[str, object] = {}
+    slots = []
+    for name in _slots(views):
+        expr = _id_expr(reading, name)
+        if name in folded:
+            i = next(i for i, v in enumerate(views) if v.id == name)
+            params[f"m{i}"] = sorted(members[i] or ())
+            expr = sql.SQL("CASE WHEN {e} = ANY({m}::text[]) THEN {e} ELSE {other} END").format(
+                e=expr, m=sql.Placeholder(f"m{i}"), other=sql.Literal(OTHER)
+            )
+        slots.append(expr)
+    updated = reading.updated if reading.updated is not None else sql.SQL("NULL::timestamp")
+    query = sql.SQL(
+        "SELECT CASE WHEN {old} THEN {o} WHEN {recent} THEN {r} ELSE {w} END, {slots}, {sums}, count(*),"
+        " extract(epoch FROM max({updated}))::float8 FROM {rel} WHERE TRUE{req} GROUP BY {keys}"
+    ).format(
+        old=_bound(reading, "<", "old_end"),
+        recent=_bound(reading, "<", "start"),
+        o=sql.Literal(OLD),
+        r=sql.Literal(RECENT),
+        w=sql.Literal(WINDOW),
+        slots=sql.SQL(", ").join(slots),
+        sums=sql.SQL(", ").join(sql.SQL("coalesce(sum({}), 0)::int8").format(v) for v in reading.values),
+        updated=updated,
+        rel=reading.relation,
+        req=reading.required,
+        keys=sql.SQL(", ").join(sql.Literal(j + 1) for j in range(len(slots) + 1)),
+    )
+    return query, params
+
+
+def decode_folded(
+    rows: list[tuple[Any, ...]], views: tuple[View, ...], members: tuple[frozenset[str] | None, ...], measures: int
+) -> tuple[tuple[list[dict[Group, Sums]], ...], float | None]:
+    """Rows of ``folded_query`` as each part's dicts, one per view (group -> sums and row
+    count), the entities outside a view's ``members`` (where not None) summed as ``__other__``;
+    and the window's newest update."""
+    slots = _slots(views)
+    picks = [[1 + slots.index(name) for name in (v.id, *v.extras)] for v in views]
+    first, end = 1 + len(slots), 1 + len(slots) + measures + 1
+    # Per part and view: each group's rows, summed column by column at the end (in C, by
+    # zip and sum, rather than value by value).
+    collected: list[list[dict[Group, list[tuple[int, ...]]]]] = [[{} for _ in views] for _ in range(3)]
+    # Per view: the group a row's values of the view's columns make, computed once.
+    groups: list[dict[tuple[str, ...], Group]] = [{} for _ in views]
+    latest: float | None = None
+    for row in rows:
+        values = row[first:end]
+        part = collected[row[0]]
+        for i, pick in enumerate(picks):
+            key = tuple(row[k] for k in pick)
+            group = groups[i].get(key)
+            if group is None:
+                group = tuple(map(sys.intern, key))
+                shown = members[i]
+                if group[0] == OTHER or (shown is not None and group[0] not in shown):
+                    group = other_group(views[i], group)
+                groups[i][key] = group
+            bucket = part[i].get(group)
+            if bucket is None:
+                part[i][group] = [values]
+            else:
+                bucket.append(values)
+        updated = row[-1]
+        if row[0] == WINDOW and updated is not None and (latest is None or updated > latest):
+            latest = updated
+    parts = tuple(
+        [
+            {group: array(SUMS_TYPE, map(sum, zip(*bucket, strict=True))) for group, bucket in view.items()}
+            for view in part
+        ]
+        for part in collected
+    )
+    return parts, latest
+
+
+def other_group(view: View, group: Group) -> Group:
+    """The overflow entity's group for an entity's group: it keeps one series per model group
+    (and status code, ...), nothing finer, as the SQL folds it."""
+    return (OTHER, *("" if extra in FINER else value for extra, value in zip(view.extras, group[1:], strict=True)))
+
+
+def rank_delta_query(reading: Reading, views: tuple[View, ...]) -> tuple[sql.Composed, dict[int, int]]:
+    """Per entity of each capped view, its ranking measure over the rows on or after ``%(lo)s``,
+    split at ``%(old_end)s``: (mask, id, before, on or after); with the mask's view."""
+    capped = tuple(v for v in views if v.cap is not None)
+    inner = sql.SQL("SELECT {ids}, {rank} AS r, {before} AS shifted FROM {rel} WHERE {span} OFFSET 0").format(
+        ids=sql.SQL(", ").join(
+            sql.SQL("{} AS {}").format(_id_expr(reading, v.id), sql.Identifier(f"v{i}_id"))
+            for i, v in enumerate(capped)
+        ),
+        rank=reading.values[reading.rank],
+        before=_bound(reading, "<", "old_end"),
+        rel=reading.relation,
+        span=_span(reading, "lo", None),
     )
     query = sql.SQL(
-        "SELECT w, id, n FROM ("
-        " SELECT w, id, count(*) OVER (PARTITION BY w) AS n,"
-        ' row_number() OVER (PARTITION BY w ORDER BY spend DESC, id COLLATE "C") AS r FROM ('
-        "  SELECT GROUPING({ids}) AS w, coalesce({ids}) AS id, coalesce(sum(spend), 0) AS spend"
-        "  FROM ({inner}) x GROUP BY GROUPING SETS ({sets})) g"
-        ") ranked WHERE r <= CASE w {limits} END"
+        "SELECT GROUPING({ids}), coalesce({ids}), coalesce(sum(r) FILTER (WHERE shifted), 0)::int8,"
+        " coalesce(sum(r) FILTER (WHERE NOT shifted), 0)::int8 FROM ({inner}) x GROUP BY GROUPING SETS ({sets})"
     ).format(
         ids=_ids(capped),
         inner=inner,
         sets=sql.SQL(", ").join(sql.SQL("({})").format(sql.Identifier(f"v{i}_id")) for i in range(len(capped))),
-        limits=limits,
     )
     return query, {_mask(len(capped), i): views.index(v) for i, v in enumerate(capped)}
 
 
+def entity_sums_query(reading: Reading, view: View, with_empty: bool) -> sql.Composed:
+    """The sums of the entities ``%(ids)s`` of one view over the rows before ``%(old_end)s``,
+    by the view's groups: (id, extras..., sums..., row count)."""
+    return sql.SQL("SELECT {id}{extras}, {sums}, count(*) FROM {rel} WHERE {match} AND {span} GROUP BY {keys}").format(
+        id=_id_expr(reading, view.id),
+        extras=sql.SQL("").join(sql.SQL(", {}").format(_id_expr(reading, x)) for x in view.extras),
+        sums=sql.SQL(", ").join(sql.SQL("coalesce(sum({}), 0)::int8").format(v) for v in reading.values),
+        rel=reading.relation,
+        match=_matching(reading, view, with_empty),
+        span=_span(reading, None, "old_end"),
+        keys=sql.SQL(", ").join(sql.Literal(j + 1) for j in range(view.width)),
+    )
+
+
 def sums_query(
-    reading: Reading, views: tuple[View, ...], members: tuple[frozenset[str] | None, ...], *, window: bool
+    reading: Reading,
+    views: tuple[View, ...],
+    members: tuple[frozenset[str] | None, ...],
+    *,
+    lo: str | None,
+    hi: str | None,
+    track_updates: bool = False,
 ) -> tuple[sql.Composed, dict[str, object]]:
-    """Every view's sums over the rows on or after the window's start (``window``) or before
-    it (the base), an entity outside a view's members counted as ``__other__``.
+    """Every view's sums over the rows on or after the parameter ``lo`` and before ``hi``, an
+    entity outside a view's members counted as ``__other__``.
 
     Rows: GROUPING mask, then each view's id and extras (NULL outside its own grouping set),
-    then one sum per measure, then the newest updated_at (window only)."""
+    then one sum per measure, the row count, and the newest updated_at (``track_updates``)."""
     params: dict[str, object] = {}
     joins: list[sql.Composable] = []
     select: list[sql.Composable] = []
     sets: list[sql.Composable] = []
     for i, view in enumerate(views):
         names = [f"v{i}_id"] + [f"v{i}_e{j}" for j in range(len(view.extras))]
-        id_expr = sql.SQL("coalesce({}, '')").format(reading.columns[view.id])
+        id_expr = _id_expr(reading, view.id)
         if members[i] is None:
             shown = [reading.columns[view.id]] + [reading.columns[e] for e in view.extras]
         else:
@@ -196,29 +408,25 @@ def sums_query(
         select += [sql.SQL("{} AS {}").format(e, sql.Identifier(n)) for e, n in zip(shown, names, strict=True)]
         sets.append(sql.SQL("({})").format(sql.SQL(", ").join(sql.Identifier(n) for n in names)))
     select += [sql.SQL("{} AS {}").format(v, sql.Identifier(f"m_{k}")) for k, v in enumerate(reading.values)]
-    track_updates = window and reading.updated is not None
+    track_updates = track_updates and reading.updated is not None
     if track_updates:
         select.append(sql.SQL("{} AS updated").format(reading.updated))
     # OFFSET 0 keeps the subquery from being flattened: flattened, one column grouped under two
     # names (model_group, in several sets) becomes one, and GROUPING SETS mix them up.
-    inner = sql.SQL("SELECT {select} FROM {rel}{joins} WHERE {pos} {op} {start}::{type}{req} OFFSET 0").format(
+    inner = sql.SQL("SELECT {select} FROM {rel}{joins} WHERE {span} OFFSET 0").format(
         select=sql.SQL(", ").join(select),
         rel=reading.relation,
         joins=sql.SQL("").join(joins),
-        pos=reading.position,
-        op=sql.SQL(">=" if window else "<"),
-        start=sql.Placeholder("start"),
-        type=reading.start_type,
-        req=reading.required,
+        span=_span(reading, lo, hi),
     )
     outputs: list[sql.Composable] = [sql.SQL("GROUPING({})").format(_ids(views))]
     for i, view in enumerate(views):
         names = [f"v{i}_id"] + [f"v{i}_e{j}" for j in range(len(view.extras))]
         outputs += [sql.SQL("coalesce({}, '')").format(sql.Identifier(n)) for n in names]
-    # float8 sums: exact for integers below 2**53, and far cheaper for the server than numeric.
     outputs += [
-        sql.SQL("coalesce(sum({}::float8), 0)").format(sql.Identifier(f"m_{k}")) for k in range(len(reading.values))
+        sql.SQL("coalesce(sum({}), 0)::int8").format(sql.Identifier(f"m_{k}")) for k in range(len(reading.values))
     ]
+    outputs.append(sql.SQL("count(*)"))
     outputs.append(sql.SQL("extract(epoch FROM max(updated))::float8") if track_updates else sql.SQL("NULL::float8"))
     query = sql.SQL("SELECT {out} FROM ({inner}) x GROUP BY GROUPING SETS ({sets})").format(
         out=sql.SQL(", ").join(outputs), inner=inner, sets=sql.SQL(", ").join(sets)
@@ -229,7 +437,8 @@ def sums_query(
 def decode_sums(
     rows: list[tuple[Any, ...]], views: tuple[View, ...], measures: int
 ) -> tuple[list[dict[Group, Sums]], float | None]:
-    """Rows of ``sums_query`` as one dict per view (group -> sums), and the newest update."""
+    """Rows of ``sums_query`` as one dict per view (group -> sums and row count), and the
+    newest update."""
     by_mask = {_mask(len(views), i): i for i in range(len(views))}
     offsets = []
     offset = 1
@@ -243,14 +452,14 @@ def decode_sums(
         start = offsets[i]
         # One string object per distinct id, however many sums and series hold it.
         group = tuple(map(sys.intern, row[start : start + views[i].width]))
-        values = array("d", row[offset : offset + measures])
+        values = array(SUMS_TYPE, row[offset : offset + measures + 1])
         current = result[i].get(group)
         if current is None:
             result[i][group] = values
         else:  # NULL and '' grouped apart, one entity all the same
             for k, value in enumerate(values):
                 current[k] += value
-        updated = row[offset + measures]
+        updated = row[offset + measures + 1]
         if updated is not None and (latest is None or updated > latest):
             latest = updated
     return result, latest

@@ -9,9 +9,16 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 Group = tuple[str, ...]
-# A series' sums, one per measure: raw doubles, not float objects, since the engine keeps
-# tens of thousands of them for as long as it runs.
-Sums: TypeAlias = "array[float]"
+# A series' sums, one per measure, then the rows summed: whole numbers of each measure's unit
+# (``Measure.units``), so that a sum is the same however the rows were split between reads
+# (floating-point sums are not: replicas and restarts would disagree in the last digit, and a
+# counter that differs downwards looks like a reset). Raw 64-bit integers, not int objects,
+# since the engine keeps tens of thousands of them for as long as it runs.
+Sums: TypeAlias = "array[int]"
+SUMS_TYPE = "q"
+# Dollar amounts are summed in nano-dollars: a billion dollars per series fits, and rounding
+# each row to a nano-dollar leaves sums exact to far below a cent.
+MONEY_UNITS = 10**9
 
 # Columns the overflow entity does not keep apart.
 FINER = frozenset({"model", "provider"})
@@ -28,6 +35,12 @@ class Measure:
     per_entity: bool = True
     scale: float = 1.0  # to the metric's base unit (milliseconds to seconds)
     sum_of: tuple[str, ...] = ()  # the columns whose sum it is; empty: ``column`` itself
+    money: bool = False  # a dollar amount (a float column): summed in ``MONEY_UNITS``
+
+    @property
+    def units(self) -> int:
+        """What one of the measure's unit is divided into for exact sums."""
+        return MONEY_UNITS if self.money else 1
 
     @property
     def needs(self) -> tuple[str, ...]:
@@ -35,7 +48,7 @@ class Measure:
 
 
 MEASURES = (
-    Measure("spend", "spend_usd", "Spend in US dollars"),
+    Measure("spend", "spend_usd", "Spend in US dollars", money=True),
     Measure("api_requests", "requests", "Requests"),
     Measure("successful_requests", "requests_successful", "Successful requests"),
     Measure("failed_requests", "requests_failed", "Failed requests"),
@@ -56,15 +69,30 @@ MEASURES = (
         scale=0.001,
     ),
     Measure("timed_requests", "timed_requests", "Successful requests whose response time was recorded", False),
-    Measure("prompt_caching_savings_spend", "prompt_caching_savings_usd", "US dollars saved by prompt caching", False),
-    Measure("compression_savings_spend", "compression_savings_usd", "US dollars saved by prompt compression", False),
+    Measure(
+        "prompt_caching_savings_spend",
+        "prompt_caching_savings_usd",
+        "US dollars saved by prompt caching",
+        False,
+        money=True,
+    ),
+    Measure(
+        "compression_savings_spend",
+        "compression_savings_usd",
+        "US dollars saved by prompt compression",
+        False,
+        money=True,
+    ),
     Measure(
         "gateway_injected_caching_savings_spend",
         "injected_caching_savings_usd",
         "US dollars saved by cache points the proxy injected",
         False,
+        money=True,
     ),
-    Measure("autorouter_savings_spend", "autorouter_savings_usd", "US dollars saved by the auto-router", False),
+    Measure(
+        "autorouter_savings_spend", "autorouter_savings_usd", "US dollars saved by the auto-router", False, money=True
+    ),
     Measure("compression_saved_tokens", "compression_saved_tokens", "Input tokens saved by prompt compression", False),
 )
 CORE_MEASURES = ("spend", "api_requests", "failed_requests", "prompt_tokens", "completion_tokens")
@@ -251,7 +279,7 @@ ACTIVITY_SOURCES = (
         (("tool", "tool_name"),),
         (ViewSpec("litellm_tool", "tool", (), "tool"),),
         measures=(
-            Measure("spend", "spend_usd", "Spend in US dollars of requests that called the tool"),
+            Measure("spend", "spend_usd", "Spend in US dollars of requests that called the tool", money=True),
             Measure("total_tokens", "tokens", "Tokens of requests that called the tool"),
             Measure("request_count", "requests", "Requests that called the tool"),
         ),
@@ -266,7 +294,7 @@ ACTIVITY_SOURCES = (
         measures=(
             Measure("units", "usage_units", "Units of guardrail usage billed by the provider"),
             Measure("untracked_units", "untracked_usage_units", "Units of guardrail usage with no known price"),
-            Measure("cost", "usage_cost_usd", "Cost in US dollars of guardrail usage"),
+            Measure("cost", "usage_cost_usd", "Cost in US dollars of guardrail usage", money=True),
         ),
         required=("units",),
         rank="units",
