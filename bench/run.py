@@ -3,6 +3,7 @@
     python bench/run.py                  # both parts below
     python bench/run.py --part sizes     # realistic traffic over 3 and 90 days (33k and 1M spend logs)
     python bench/run.py --part busy      # a busy deployment, every collector polling each second
+    python bench/run.py --part huge      # the largest shape: 50k keys, 30 days, 14M daily rows
 
 It starts a throwaway PostgreSQL cluster of its own (the local server's binaries, with
 pg_stat_statements and auto_explain preloaded), builds LiteLLM's schema from
@@ -15,18 +16,22 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import re
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+import yaml
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
@@ -34,7 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from traffic import BUSY, REALISTIC, Shape, create_entities, daily_rows, write_requests  # noqa: E402
+from traffic import BUSY, HUGE, HUGE_DAYS, REALISTIC, Shape, create_entities, daily_rows, write_requests  # noqa: E402
 
 from exporter.app import Exporter  # noqa: E402
 from exporter.config import parse  # noqa: E402
@@ -240,9 +245,9 @@ def run_size(cluster: Cluster, days: int, cycles: int) -> dict[str, object]:
     }
 
 
-def start_exporter(dsn: str, *extra: str) -> tuple[subprocess.Popen, int, float]:
-    """The exporter as a process with the shipped config.yaml; returns it, its port, and the
-    seconds to its first complete snapshot (/ready)."""
+def start_exporter(dsn: str, *extra: str, config: Path = REPO / "config.yaml") -> tuple[subprocess.Popen, int, float]:
+    """The exporter as a process with the shipped config.yaml (or ``config``); returns it, its
+    port, and the seconds to its first complete snapshot (/ready)."""
     port = free_port()
     started = time.monotonic()
     process = subprocess.Popen(
@@ -251,7 +256,7 @@ def start_exporter(dsn: str, *extra: str) -> tuple[subprocess.Popen, int, float]
             "-m",
             "exporter.cli",
             "--config",
-            str(REPO / "config.yaml"),
+            str(config),
             "--listen",
             f"127.0.0.1:{port}",
             "--log-level",
@@ -286,12 +291,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_busy(cluster: Cluster, seconds: float, warmup: float) -> dict[str, object]:
-    """The busy deployment: shipped config for start-up, then every collector each second
-    under live flushes and continuous scrapes."""
-    database = "bench_busy"
-    admin_dsn, dsn, rows = create(cluster, database, BUSY, 3)
-    result: dict[str, object] = {"rows": rows}
+def run_busy(
+    cluster: Cluster, seconds: float, warmup: float, shape: Shape = BUSY, days: int = 3, resync: str | None = None
+) -> dict[str, object]:
+    """A deployment: shipped config for start-up, then every collector each second (and, with
+    ``resync``, a resync that often) under live flushes and continuous scrapes."""
+    database = f"bench_{shape.name}"
+    admin_dsn, dsn, rows = create(cluster, database, shape, days)
+    result: dict[str, object] = {"rows": rows, "days": days}
+    if shape is HUGE:
+        result["costs"] = run_costs(cluster, database, admin_dsn, dsn, shape)
 
     process, port, ready = start_exporter(dsn)
     try:
@@ -302,16 +311,22 @@ def run_busy(cluster: Cluster, seconds: float, warmup: float) -> dict[str, objec
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=20)
 
-    process, port, ready = start_exporter(dsn, "--poll-interval", "1s")
+    config = REPO / "config.yaml"
+    if resync:
+        document = yaml.safe_load(config.read_text())
+        document["collectors"]["usage"]["resync_interval"] = resync
+        config = Path(tempfile.mkdtemp()) / "config.yaml"
+        config.write_text(yaml.safe_dump(document))
+    process, port, ready = start_exporter(dsn, "--poll-interval", "1s", config=config)
     stop = threading.Event()
-    per_flush = max(1, round(BUSY.requests_per_day / 86400 * 10))
+    per_flush = max(1, round(shape.requests_per_day / 86400 * 10))
 
     def flush_every_ten_seconds() -> None:
         with psycopg.connect(admin_dsn, autocommit=True) as writer:
             n = 0
             while not stop.wait(10.0):
                 n += 1
-                write_requests(writer, BUSY, per_day=per_flush, spread_seconds=0, seed=n / 1000)
+                write_requests(writer, shape, per_day=per_flush, spread_seconds=0, seed=n / 1000)
 
     writer = threading.Thread(target=flush_every_ten_seconds, daemon=True)
     writer.start()
@@ -355,9 +370,50 @@ def run_busy(cluster: Cluster, seconds: float, warmup: float) -> dict[str, objec
     return result
 
 
+def run_costs(cluster: Cluster, database: str, admin_dsn: str, dsn: str, shape: Shape) -> dict[str, object]:
+    """What each kind of usage read costs the database (pg_stat_statements) on this deployment:
+    a full read, a resync (the look-back), a poll after a flush, a poll with nothing committed."""
+    exporter = Exporter(exporter_config(dsn))
+    exporter.db.open(wait=True)
+    usage = next(c for c in exporter.runner.collectors if c.name == "usage")
+    per_flush = max(1, round(shape.requests_per_day / 86400 * 10))
+    costs: dict[str, object] = {}
+
+    def measure(name: str, before: Callable[[], None] = lambda: None, runs: int = 3) -> None:
+        total_ms = wall = 0.0
+        for _ in range(runs):
+            before()
+            reset_statements(cluster.admin)
+            started = time.perf_counter()
+            if not exporter.runner.poll_once(usage):
+                raise SystemExit(f"bench: the {name} failed")
+            wall += time.perf_counter() - started
+            total_ms += db_time_ms(cluster.admin, database)[0]
+        costs[name] = (total_ms / runs, 1000 * wall / runs)
+
+    def flush() -> None:
+        with psycopg.connect(admin_dsn, autocommit=True) as writer:
+            write_requests(writer, shape, per_day=per_flush, spread_seconds=0, seed=random.random())
+
+    try:
+        measure("full read", usage.request_resync, runs=2)
+        measure("resync (look-back)", lambda: usage.request_resync(full=False))
+        measure("poll after a flush", flush, runs=5)
+        measure("poll, nothing committed", runs=5)
+        with psycopg.connect(admin_dsn) as conn:
+            (look_back_rows,) = conn.execute(  # type: ignore[misc]
+                'SELECT count(*) FROM "LiteLLM_DailyUserSpend" WHERE date >= %s',
+                (usage.state("LiteLLM_DailyUserSpend").cuts.old_end,),
+            ).fetchone()
+        costs["look_back_user_rows"] = look_back_rows
+    finally:
+        exporter.db.close()
+    return costs
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("all", "sizes", "busy"), default="all")
+    parser.add_argument("--part", choices=("all", "sizes", "busy", "huge"), default="all")
     parser.add_argument("--days", default="3,90", help="days of realistic history per size, comma-separated")
     parser.add_argument("--cycles", type=int, default=30, help="steady-state poll cycles (one a second) per size")
     parser.add_argument("--seconds", type=float, default=60.0, help="steady state measured for the busy deployment")
@@ -366,7 +422,7 @@ def main() -> int:
     cluster = Cluster(Path(args.pg_bin) if args.pg_bin else None)
     with psycopg.connect(cluster.admin) as conn:
         server = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
-    sizes, busy = [], None
+    sizes, busy, huge = [], None, None
     try:
         if args.part in ("all", "sizes"):
             for days in (int(d) for d in args.days.split(",")):
@@ -375,6 +431,9 @@ def main() -> int:
         if args.part in ("all", "busy"):
             print("busy ...", file=sys.stderr)
             busy = run_busy(cluster, args.seconds, warmup=10.0)
+        if args.part in ("all", "huge"):
+            print("huge (about 15 minutes to fill) ...", file=sys.stderr)
+            huge = run_busy(cluster, max(args.seconds, 180.0), 10.0, HUGE, HUGE_DAYS, resync="1m")
     finally:
         cluster.stop()
     lines = [f"Machine: {describe_machine()}; PostgreSQL {server} (a cluster of the benchmark's own, fsync off).", ""]
@@ -416,6 +475,34 @@ def main() -> int:
             f" core, database {busy['db_ms_per_s']:.0f} ms per second, {busy['series']:,} series;"
             f" /metrics p50 {busy['p50_ms']:.1f} ms, p99 {busy['p99_ms']:.1f} ms, worst {busy['max_ms']:.1f} ms"
             f" over {busy['scrapes']} scrapes",
+            "",
+        ]
+    if huge:
+        rows = huge["rows"]
+        lines += [
+            f"Largest deployment ({HUGE.keys:,} keys, {HUGE.users:,} users, {HUGE.teams:,} teams,"
+            f" {HUGE.end_users:,} end users, {HUGE.organizations} organisations, {HUGE.requests_per_day:,} requests a"
+            f" day, {huge['days']} days: {rows[SPEND_LOGS]:,} spend-log rows,"
+            f" {sum(v for k, v in rows.items() if k != SPEND_LOGS):,} daily rows):",
+            "",
+            f"- shipped config: first complete snapshot {huge['shipped_ready_s']:.2f} s after start; RSS"
+            f" {huge['shipped_rss_mb']:.0f} MB after 30 s, peak {huge['shipped_peak_mb']:.0f} MB",
+            f"- every collector each second, a resync each minute, {huge['seconds']:.0f} s with a flush every 10 s:"
+            f" RSS {huge['rss_mb']:.0f} MB (peak {huge['peak_mb']:.0f} MB), CPU {100 * huge['cpu_share']:.0f}% of one"
+            f" core, database {huge['db_ms_per_s']:.0f} ms per second, {huge['series']:,} series;"
+            f" /metrics p50 {huge['p50_ms']:.1f} ms, p99 {huge['p99_ms']:.1f} ms, worst {huge['max_ms']:.1f} ms"
+            f" over {huge['scrapes']} scrapes",
+            "",
+            "| usage read | database time (ms) | wall time (ms) |",
+            "| --- | ---: | ---: |",
+        ]
+        costs = huge["costs"]
+        for name in ("full read", "resync (look-back)", "poll after a flush", "poll, nothing committed"):
+            db_ms, wall_ms = costs[name]  # type: ignore[index]
+            lines.append(f"| {name} | {db_ms:.1f} | {wall_ms:.1f} |")
+        lines += [
+            "",
+            f"Rows of LiteLLM_DailyUserSpend in the look-back and window: {costs['look_back_user_rows']:,}",
             "",
         ]
     if sizes:

@@ -349,9 +349,11 @@ class UsageCollector(Collector):
         self.request_resync()
         self._caps.forget(f"litellm_{name}" for name, entity in self._config.entities.items() if not entity.enabled)
 
-    def request_resync(self) -> None:
-        """Make the next poll read every table in full, and choose every shown entity again."""
-        self._full_slot = None
+    def request_resync(self, *, full: bool = True) -> None:
+        """Make the next poll read every table in full (or, not ``full``, resync: read the
+        look-back), and choose every shown entity again."""
+        if full:
+            self._full_slot = None
         self._resync_slot = None
         self._commits.forget()
 
