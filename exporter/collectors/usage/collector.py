@@ -66,7 +66,6 @@ from .queries import (
     View,
     daily_reading,
     decode_folded,
-    decode_sums,
     entity_sums_query,
     folded_query,
     old_totals_query,
@@ -74,7 +73,6 @@ from .queries import (
     rank_delta_query,
     rank_query,
     spend_log_reading,
-    sums_query,
 )
 from .ranking import Entry, Ranking, contenders, ranked, rerank, top
 from .tables import ACTIVITY_SOURCES, ALL_SOURCES, ENTITY_SOURCES, SUMS_TYPE, USER_SOURCE, Group, Source, Sums
@@ -252,6 +250,20 @@ def _add(target: dict[Group, Sums], group: Group, values: Sums, sign: int = 1) -
         target[group] = merged
 
 
+def _hash_aggregates(conn: psycopg.Connection) -> None:
+    """Aggregate by hashing for the rest of the transaction. The planner cannot tell how few
+    groups the folded sums have (it multiplies the columns' distinct counts), and sorts the rows
+    (on disk, for a full read) where a hash of a few thousand groups does it in a third of the
+    time, measured; a hash that outgrows its memory spills to disk by itself."""
+    conn.execute("SELECT set_config('enable_sort', 'off', true)")
+
+
+def _raw(views: tuple[View, ...]) -> set[str]:
+    """The columns some view groups by as they are: extras, and the ids of views without a cap.
+    A capped id among them is folded in Python, not in SQL."""
+    return {x for v in views for x in v.extras} | {v.id for v in views if v.cap is None}
+
+
 def _fold(view: View, groups: dict[Group, Sums], shown: frozenset[str]) -> dict[Group, Sums]:
     """A view's groups with the entities outside ``shown`` summed as ``__other__``."""
     folded: dict[Group, Sums] = {}
@@ -377,6 +389,7 @@ class UsageCollector(Collector):
         with db.snapshot() as conn:
             if self._commits.unchanged(conn) and not resync and self._states:
                 return self._families()
+            _hash_aggregates(conn)
             sources = self._sources()
             in_full: list[Source] = []
             for source in sources:
@@ -510,15 +523,12 @@ class UsageCollector(Collector):
         views = self._views(source)
         cuts = self.cuts(reading, now)
         params = cuts.params()
-        # The planner cannot tell how few groups the folded sums have (it multiplies the
-        # columns' distinct counts) and sorts gigabytes on disk where a hash of a few thousand
-        # groups does it; hashing spills to disk by itself should it need to.
-        conn.execute("SELECT set_config('enable_sort', 'off', true)")
+        _hash_aggregates(conn)  # on a helper connection, its own transaction
         # A capped view is ranked before the pass that sums, so that the pass can fold its
         # entities in SQL, unless its column is grouped by as it is anyway (model_group), or
         # the planner's statistics say it has no more entities than the cap: those are ranked
         # from the sums.
-        raw = {x for v in views for x in v.extras} | {v.id for v in views if v.cap is None}
+        raw = _raw(views)
         first = [
             i
             for i, v in enumerate(views)
@@ -539,8 +549,7 @@ class UsageCollector(Collector):
             for i in first:
                 best = top(entries[i], len(entries[i]))
                 rankings[i], members[i] = ranked(best, counts.get(i, 0), views[i].cap or 0)
-        folded = frozenset(views[i].id for i in first if members[i] is not None)
-        query, extra = folded_query(reading, views, tuple(members), folded)
+        query, extra = self._folded(reading, views, tuple(members), None)
         rows = conn.execute(query, {**params, **extra}).fetchall()
         parts, latest = decode_folded(rows, views, tuple(members), len(reading.measures))
         self._count("full")
@@ -594,25 +603,39 @@ class UsageCollector(Collector):
         ).fetchone()
         return row is not None and row[0] is not None and 0 <= row[0] <= view.cap
 
+    def _folded(
+        self, reading: Reading, views: tuple[View, ...], members: tuple[frozenset[str] | None, ...], lo: str | None
+    ) -> tuple[sql.Composed, dict[str, object]]:
+        """The folded sums of the rows on or after the parameter ``lo`` (None: all), by the shown
+        entities: those of a column no view groups by as it is are folded in SQL."""
+        raw = _raw(views)
+        folded = frozenset(v.id for v, m in zip(views, members, strict=True) if m is not None and v.id not in raw)
+        return folded_query(reading, views, members, folded, lo=lo)
+
     def _window_query(
         self, reading: Reading, views: tuple[View, ...], memberships: tuple[Membership, ...], cuts: Cuts
     ) -> tuple[sql.Composed, dict[str, object]]:
-        members = tuple(m.members for m in memberships)
-        query, params = sums_query(reading, views, members, lo="start", hi=None, track_updates=True)
-        return query, {**params, "start": cuts.start}
+        query, params = self._folded(reading, views, tuple(m.members for m in memberships), "start")
+        return query, {**params, **cuts.params()}
 
     def _read_window(self, conn: psycopg.Connection, previous: SourceState) -> SourceState:
         rows = conn.execute(previous.window_query, previous.window_params).fetchall()
-        window, latest = decode_sums(rows, previous.views, len(previous.reading.measures))
+        members = tuple(m.members for m in previous.memberships)
+        parts, latest = decode_folded(rows, previous.views, members, len(previous.reading.measures))
         if latest is None or (previous.latest_update is not None and previous.latest_update > latest):
             latest = previous.latest_update
-        return dataclasses.replace(previous, window=tuple(window), latest_update=latest)
+        return dataclasses.replace(previous, window=tuple(parts[WINDOW]), latest_update=latest)
 
     # -- resyncs -----------------------------------------------------------------------
 
     def _look_back(self, conn: psycopg.Connection, previous: SourceState, now: datetime) -> SourceState | None:
-        """A resync of one source that reads only the look-back and the window (and the day that
-        leaves the look-back for the old part); None where only a full read will do."""
+        """A resync of one source that reads only the look-back and the window (and the days
+        that leave the look-back for the old part); None where only a full read will do.
+
+        In order: the ranking measure of every active entity (what decides who is shown), the
+        old part refolded for the entities that enter or leave the shown set, then one pass
+        over the rows since the last look-back's start, split into what joins the old part,
+        the look-back and the window."""
         reading, views = previous.reading, previous.views
         cuts = self.cuts(reading, now)
         if cuts.old_end < previous.cuts.old_end or cuts.start < previous.cuts.start:
@@ -634,66 +657,92 @@ class UsageCollector(Collector):
         params = {**cuts.params(), "lo": previous.cuts.old_end}
         members = [m.members for m in previous.memberships]
         old = list(previous.old)
-        if cuts.old_end > previous.cuts.old_end:
-            # The days leaving the look-back join the old part, counted as they are now.
-            query, extra = sums_query(reading, views, tuple(members), lo="lo", hi="old_end")
-            shifted, _ = decode_sums(conn.execute(query, {**params, **extra}).fetchall(), views, len(reading.measures))
-            self._count("shift")
-            for i, part in enumerate(shifted):
-                if part:
-                    old[i] = dict(old[i])
-                    for group, values in part.items():
-                        _add(old[i], group, values)
         rankings = list(previous.rankings)
         memberships = list(previous.memberships)
-        if any(v.cap is not None for v in views):
-            query, by_mask = rank_delta_query(reading, views)
-            moved: dict[int, dict[str, int]] = {i: {} for i in by_mask.values()}
-            added: dict[int, dict[str, int]] = {i: {} for i in by_mask.values()}
-            for mask, entity, before, after in conn.execute(query, params):
-                i = by_mask[mask]
+        capped = [i for i, v in enumerate(views) if v.cap is not None and rankings[i] is not None]
+        # A view folded in SQL is ranked first, from the look-back's totals per entity; one whose
+        # entities the pass below returns apart (all shown, or a column grouped by as it is) is
+        # ranked from that pass itself.
+        raw = _raw(views)
+        first = [i for i in capped if members[i] is not None and views[i].id not in raw]
+        after = [i for i in capped if i not in first]
+
+        def rerank_view(i: int, moved: dict[str, int], added: dict[str, int]) -> bool:
+            """Choose view i's shown entities again and refold its old part; False where only a
+            full read can."""
+            view, ranking = views[i], rankings[i]
+            assert view.cap is not None and ranking is not None
+
+            def lookup(ids: list[str]) -> dict[str, int]:
+                self._count("lookup")
+                query = old_totals_query(reading, view, "" in ids)
+                return dict(conn.execute(query, {"ids": ids, "old_end": cuts.old_end}).fetchall())
+
+            result = rerank(ranking, view.cap, moved, added, lookup)
+            if result is None:
+                log.info("usage: the ranking of %s is a tie at its cap: reading %s in full", view.key, reading.table)
+                return False
+            rankings[i], shown = result
+            if shown != members[i]:
+                if shown is None:
+                    return False  # fewer entities than the cap: every one's own sums are needed
+                # The old part as it stands (before ``lo``); what joins it now is folded by the
+                # new shown set.
+                old[i] = self._refold(conn, reading, view, old[i], members[i], shown, params)
+            members[i] = shown
+            memberships[i] = Membership(shown, max(0, rankings[i].entities - view.cap)) if shown else Membership()  # type: ignore[union-attr]
+            return True
+
+        if first:
+            moved: dict[int, dict[str, int]] = {i: {} for i in first}
+            added: dict[int, dict[str, int]] = {i: {} for i in first}
+            query = rank_delta_query(reading, tuple(views[i] for i in first))
+            for j, entity, before, later in conn.execute(query, params):
                 if before:
-                    moved[i][entity] = before
-                added[i][entity] = after
+                    moved[first[j]][entity] = before
+                added[first[j]][entity] = later
             self._count("rank")
-            for i, view in enumerate(views):
-                ranking = rankings[i]
-                if view.cap is None or ranking is None:
-                    continue
-
-                def lookup(ids: list[str], view: View = view) -> dict[str, int]:
-                    self._count("lookup")
-                    query = old_totals_query(reading, view, "" in ids)
-                    return dict(conn.execute(query, {"ids": ids, "old_end": cuts.old_end}).fetchall())
-
-                result = rerank(ranking, view.cap, moved[i], added[i], lookup)
-                if result is None:
-                    log.info(
-                        "usage: the ranking of %s is a tie at its cap: reading %s in full", view.key, reading.table
-                    )
-                    return None
-                rankings[i], shown = result
-                if shown != members[i]:
-                    if shown is None:
-                        return None  # fewer entities than the cap: every one's own sums are needed
-                    old[i] = self._refold(conn, reading, view, old[i], members[i], shown, cuts)
-                    members[i] = shown
-                memberships[i] = Membership(shown, max(0, rankings[i].entities - view.cap) if shown else 0)  # type: ignore[union-attr]
-        query, extra = sums_query(reading, views, tuple(members), lo="old_end", hi="start")
-        recent, _ = decode_sums(conn.execute(query, {**params, **extra}).fetchall(), views, len(reading.measures))
+            if not all(rerank_view(i, moved[i], added[i]) for i in first):
+                return None
+        unfolded = tuple(None if i in after else m for i, m in enumerate(members))
+        query, extra = self._folded(reading, views, unfolded, "lo")
+        rows = conn.execute(query, {**params, **extra}).fetchall()
+        parts, latest = decode_folded(rows, views, unfolded, len(reading.measures))
         self._count("look_back")
-        state = dataclasses.replace(
+        for i in after:
+            totals: list[dict[str, int]] = [{}, {}]
+            for index, part in enumerate(parts):
+                target = totals[0 if index == OLD else 1]
+                for group, values in part[i].items():
+                    target[group[0]] = target.get(group[0], 0) + values[reading.rank]
+            if not rerank_view(i, totals[0], totals[1]):
+                return None
+            if members[i] is not None:
+                for part in parts:
+                    part[i] = _fold(views[i], part[i], members[i])  # type: ignore[arg-type]
+        for i, joining in enumerate(parts[OLD]):
+            if joining:
+                # The days leaving the look-back join the old part, counted as they are now.
+                self._count("shift")
+                old[i] = dict(old[i])
+                for group, values in joining.items():
+                    _add(old[i], group, values)
+        if latest is None or (previous.latest_update is not None and previous.latest_update > latest):
+            latest = previous.latest_update
+        window_query, window_params = self._window_query(reading, views, tuple(memberships), cuts)
+        return dataclasses.replace(
             previous,
             memberships=tuple(memberships),
             cuts=cuts,
             old=tuple(old),
-            recent=tuple(recent),
+            recent=tuple(parts[RECENT]),
+            window=tuple(parts[WINDOW]),
             rankings=tuple(rankings),
-            window_query=(window := self._window_query(reading, views, tuple(memberships), cuts))[0],
-            window_params=window[1],
+            window_query=window_query,
+            window_params=window_params,
             updated_seen=seen,
+            latest_update=latest,
         )
-        return self._read_window(conn, state)
 
     def _refold(
         self,
@@ -703,7 +752,7 @@ class UsageCollector(Collector):
         old: dict[Group, Sums],
         before: frozenset[str] | None,
         after: frozenset[str],
-        cuts: Cuts,
+        params: dict[str, object],
     ) -> dict[Group, Sums]:
         """The old part of a view whose shown entities changed from ``before`` (None: all) to
         ``after``: an entity that leaves is added to ``__other__``; one that enters has its old
@@ -718,7 +767,7 @@ class UsageCollector(Collector):
         entering = sorted(after - before) if before is not None else []
         if entering:
             query = entity_sums_query(reading, view, "" in entering)
-            rows = conn.execute(query, {"ids": entering, "old_end": cuts.old_end}).fetchall()
+            rows = conn.execute(query, {**params, "ids": entering}).fetchall()
             self._count("entering")
             for row in rows:
                 group = tuple(map(sys.intern, row[: view.width]))

@@ -1,8 +1,11 @@
 """The SQL that sums the usage tables of the catalogue (``tables``).
 
-Every sum is computed by PostgreSQL and grouped by the label sets the families publish, so
-what reaches Python is one row per series, never one per daily row or request. One table is
-read by one query per poll: the families it feeds are ``GROUPING SETS`` of that query.
+Every sum is computed by PostgreSQL and grouped by the labels the families publish, so what
+reaches Python is about one row per series, never one per daily row or request. One table is
+read by one query per poll (``folded_query``): a plain ``GROUP BY`` by every label its families
+use together, which PostgreSQL runs with parallel workers; each family is summed from its rows
+in Python. The rankings that decide the entities a capped family shows are grouped by entity,
+one measure, and only the top of them reaches Python (``rank_query``, ``rank_delta_query``).
 """
 
 from __future__ import annotations
@@ -138,15 +141,6 @@ def spend_log_reading(source: Source, columns: set[str]) -> Reading | None:
     )
 
 
-def _mask(views: int, index: int) -> int:
-    """What GROUPING(v0_id, v1_id, ...) returns for a row of the index-th grouping set."""
-    return (1 << views) - 1 - (1 << (views - 1 - index))
-
-
-def _ids(views: tuple[View, ...]) -> sql.Composable:
-    return sql.SQL(", ").join(sql.Identifier(f"v{i}_id") for i in range(len(views)))
-
-
 def _bound(reading: Reading, op: str, param: str) -> sql.Composable:
     return sql.SQL("{} {} {}::{}").format(reading.position, sql.SQL(op), sql.Placeholder(param), reading.start_type)
 
@@ -233,7 +227,11 @@ def _slots(views: tuple[View, ...]) -> list[str]:
 
 
 def folded_query(
-    reading: Reading, views: tuple[View, ...], members: tuple[frozenset[str] | None, ...], folded: frozenset[str]
+    reading: Reading,
+    views: tuple[View, ...],
+    members: tuple[frozenset[str] | None, ...],
+    folded: frozenset[str],
+    lo: str | None = None,
 ) -> tuple[sql.Composed, dict[str, object]]:
     """Every view's sums, split into the old part, the look-back and the window, from one pass.
 
@@ -241,8 +239,9 @@ def folded_query(
     part and every column any view groups by, the ids named in ``folded`` already folded into
     ``__other__`` outside their view's members, so that the groups are about as many as the
     series the views serve together, not as many as the entities. ``decode_folded`` sums each
-    view from them (folding the other capped ids). Rows: part, one value per slot
-    (``_slots``), the sums, the row count, the newest updated_at."""
+    view from them (folding the other capped ids). ``lo``: only the rows on or after that
+    parameter (a resync's, a poll's). Rows: part, one value per slot (``_slots``), the sums,
+    the row count, the newest updated_at."""
     params: dict[str, object] = {}
     slots = []
     for name in _slots(views):
@@ -255,20 +254,25 @@ def folded_query(
             )
         slots.append(expr)
     updated = reading.updated if reading.updated is not None else sql.SQL("NULL::timestamp")
-    query = sql.SQL(
-        "SELECT CASE WHEN {old} THEN {o} WHEN {recent} THEN {r} ELSE {w} END, {slots}, {sums}, count(*),"
-        " extract(epoch FROM max({updated}))::float8 FROM {rel} WHERE TRUE{req} GROUP BY {keys}"
-    ).format(
+    part: sql.Composable = sql.SQL("CASE WHEN {old} THEN {o} WHEN {recent} THEN {r} ELSE {w} END").format(
         old=_bound(reading, "<", "old_end"),
         recent=_bound(reading, "<", "start"),
         o=sql.Literal(OLD),
         r=sql.Literal(RECENT),
         w=sql.Literal(WINDOW),
+    )
+    if lo == "start":
+        part = sql.Literal(WINDOW)  # a poll's: the window alone
+    query = sql.SQL(
+        "SELECT {part}, {slots}, {sums}, count(*),"
+        " extract(epoch FROM max({updated}))::float8 FROM {rel} WHERE {span} GROUP BY {keys}"
+    ).format(
+        part=part,
         slots=sql.SQL(", ").join(slots),
         sums=sql.SQL(", ").join(sql.SQL("coalesce(sum({}), 0)::int8").format(v) for v in reading.values),
         updated=updated,
         rel=reading.relation,
-        req=reading.required,
+        span=_span(reading, lo, None),
         keys=sql.SQL(", ").join(sql.Literal(j + 1) for j in range(len(slots) + 1)),
     )
     return query, params
@@ -325,141 +329,42 @@ def other_group(view: View, group: Group) -> Group:
     return (OTHER, *("" if extra in FINER else value for extra, value in zip(view.extras, group[1:], strict=True)))
 
 
-def rank_delta_query(reading: Reading, views: tuple[View, ...]) -> tuple[sql.Composed, dict[int, int]]:
-    """Per entity of each capped view, its ranking measure over the rows on or after ``%(lo)s``,
-    split at ``%(old_end)s``: (mask, id, before, on or after); with the mask's view."""
-    capped = tuple(v for v in views if v.cap is not None)
-    inner = sql.SQL("SELECT {ids}, {rank} AS r, {before} AS shifted FROM {rel} WHERE {span} OFFSET 0").format(
+def rank_delta_query(reading: Reading, views: tuple[View, ...]) -> sql.Composed:
+    """Per entity of each capped view ``views[j]`` with rows on or after ``%(lo)s``, its
+    ranking measure over them, split at ``%(old_end)s``. Rows: j, id, before, on or after.
+    Grouped as ``rank_query`` is, by every view's id together, by plain ``GROUP BY``."""
+    ids = [sql.Identifier(f"i{j}") for j in range(len(views))]
+    grouped = sql.SQL(
+        "r AS MATERIALIZED (SELECT {ids}, sum({rank}) FILTER (WHERE {before}) AS before,"
+        " sum({rank}) FILTER (WHERE NOT {before}) AS after FROM {rel} WHERE {span} GROUP BY {keys})"
+    ).format(
         ids=sql.SQL(", ").join(
-            sql.SQL("{} AS {}").format(_id_expr(reading, v.id), sql.Identifier(f"v{i}_id"))
-            for i, v in enumerate(capped)
+            sql.SQL("{} AS {}").format(_id_expr(reading, v.id), i) for v, i in zip(views, ids, strict=True)
         ),
         rank=reading.values[reading.rank],
         before=_bound(reading, "<", "old_end"),
         rel=reading.relation,
         span=_span(reading, "lo", None),
+        keys=sql.SQL(", ").join(sql.Literal(j + 1) for j in range(len(views))),
     )
-    query = sql.SQL(
-        "SELECT GROUPING({ids}), coalesce({ids}), coalesce(sum(r) FILTER (WHERE shifted), 0)::int8,"
-        " coalesce(sum(r) FILTER (WHERE NOT shifted), 0)::int8 FROM ({inner}) x GROUP BY GROUPING SETS ({sets})"
-    ).format(
-        ids=_ids(capped),
-        inner=inner,
-        sets=sql.SQL(", ").join(sql.SQL("({})").format(sql.Identifier(f"v{i}_id")) for i in range(len(capped))),
-    )
-    return query, {_mask(len(capped), i): views.index(v) for i, v in enumerate(capped)}
+    parts = [
+        sql.SQL(
+            "SELECT {j}, {i}, coalesce(sum(before), 0)::int8, coalesce(sum(after), 0)::int8 FROM r GROUP BY {i}"
+        ).format(j=sql.Literal(j), i=i)
+        for j, i in enumerate(ids)
+    ]
+    return sql.SQL("WITH {} {}").format(grouped, sql.SQL(" UNION ALL ").join(parts))
 
 
 def entity_sums_query(reading: Reading, view: View, with_empty: bool) -> sql.Composed:
-    """The sums of the entities ``%(ids)s`` of one view over the rows before ``%(old_end)s``,
-    by the view's groups: (id, extras..., sums..., row count)."""
+    """The sums of the entities ``%(ids)s`` of one view over the rows before ``%(lo)s``, by the
+    view's groups: (id, extras..., sums..., row count)."""
     return sql.SQL("SELECT {id}{extras}, {sums}, count(*) FROM {rel} WHERE {match} AND {span} GROUP BY {keys}").format(
         id=_id_expr(reading, view.id),
         extras=sql.SQL("").join(sql.SQL(", {}").format(_id_expr(reading, x)) for x in view.extras),
         sums=sql.SQL(", ").join(sql.SQL("coalesce(sum({}), 0)::int8").format(v) for v in reading.values),
         rel=reading.relation,
         match=_matching(reading, view, with_empty),
-        span=_span(reading, None, "old_end"),
+        span=_span(reading, None, "lo"),
         keys=sql.SQL(", ").join(sql.Literal(j + 1) for j in range(view.width)),
     )
-
-
-def sums_query(
-    reading: Reading,
-    views: tuple[View, ...],
-    members: tuple[frozenset[str] | None, ...],
-    *,
-    lo: str | None,
-    hi: str | None,
-    track_updates: bool = False,
-) -> tuple[sql.Composed, dict[str, object]]:
-    """Every view's sums over the rows on or after the parameter ``lo`` and before ``hi``, an
-    entity outside a view's members counted as ``__other__``.
-
-    Rows: GROUPING mask, then each view's id and extras (NULL outside its own grouping set),
-    then one sum per measure, the row count, and the newest updated_at (``track_updates``)."""
-    params: dict[str, object] = {}
-    joins: list[sql.Composable] = []
-    select: list[sql.Composable] = []
-    sets: list[sql.Composable] = []
-    for i, view in enumerate(views):
-        names = [f"v{i}_id"] + [f"v{i}_e{j}" for j in range(len(view.extras))]
-        id_expr = _id_expr(reading, view.id)
-        if members[i] is None:
-            shown = [reading.columns[view.id]] + [reading.columns[e] for e in view.extras]
-        else:
-            params[f"m{i}"] = sorted(members[i])  # type: ignore[arg-type]
-            joins.append(
-                sql.SQL(" LEFT JOIN unnest({p}::text[]) AS {m}(id) ON {m}.id = {e}").format(
-                    p=sql.Placeholder(f"m{i}"), m=sql.Identifier(f"m{i}"), e=id_expr
-                )
-            )
-            outside = sql.SQL("{}.id IS NULL").format(sql.Identifier(f"m{i}"))
-            shown = [sql.SQL("CASE WHEN {} THEN {} ELSE {} END").format(outside, sql.Literal(OTHER), id_expr)]
-            for extra in view.extras:
-                column = reading.columns[extra]
-                # The overflow entity keeps one series per model group (and status code, ...),
-                # nothing finer.
-                shown.append(
-                    column
-                    if extra not in FINER
-                    else sql.SQL("CASE WHEN {} THEN '' ELSE {} END").format(outside, column)
-                )
-        select += [sql.SQL("{} AS {}").format(e, sql.Identifier(n)) for e, n in zip(shown, names, strict=True)]
-        sets.append(sql.SQL("({})").format(sql.SQL(", ").join(sql.Identifier(n) for n in names)))
-    select += [sql.SQL("{} AS {}").format(v, sql.Identifier(f"m_{k}")) for k, v in enumerate(reading.values)]
-    track_updates = track_updates and reading.updated is not None
-    if track_updates:
-        select.append(sql.SQL("{} AS updated").format(reading.updated))
-    # OFFSET 0 keeps the subquery from being flattened: flattened, one column grouped under two
-    # names (model_group, in several sets) becomes one, and GROUPING SETS mix them up.
-    inner = sql.SQL("SELECT {select} FROM {rel}{joins} WHERE {span} OFFSET 0").format(
-        select=sql.SQL(", ").join(select),
-        rel=reading.relation,
-        joins=sql.SQL("").join(joins),
-        span=_span(reading, lo, hi),
-    )
-    outputs: list[sql.Composable] = [sql.SQL("GROUPING({})").format(_ids(views))]
-    for i, view in enumerate(views):
-        names = [f"v{i}_id"] + [f"v{i}_e{j}" for j in range(len(view.extras))]
-        outputs += [sql.SQL("coalesce({}, '')").format(sql.Identifier(n)) for n in names]
-    outputs += [
-        sql.SQL("coalesce(sum({}), 0)::int8").format(sql.Identifier(f"m_{k}")) for k in range(len(reading.values))
-    ]
-    outputs.append(sql.SQL("count(*)"))
-    outputs.append(sql.SQL("extract(epoch FROM max(updated))::float8") if track_updates else sql.SQL("NULL::float8"))
-    query = sql.SQL("SELECT {out} FROM ({inner}) x GROUP BY GROUPING SETS ({sets})").format(
-        out=sql.SQL(", ").join(outputs), inner=inner, sets=sql.SQL(", ").join(sets)
-    )
-    return query, params
-
-
-def decode_sums(
-    rows: list[tuple[Any, ...]], views: tuple[View, ...], measures: int
-) -> tuple[list[dict[Group, Sums]], float | None]:
-    """Rows of ``sums_query`` as one dict per view (group -> sums and row count), and the
-    newest update."""
-    by_mask = {_mask(len(views), i): i for i in range(len(views))}
-    offsets = []
-    offset = 1
-    for view in views:
-        offsets.append(offset)
-        offset += view.width
-    result: list[dict[Group, Sums]] = [{} for _ in views]
-    latest: float | None = None
-    for row in rows:
-        i = by_mask[row[0]]
-        start = offsets[i]
-        # One string object per distinct id, however many sums and series hold it.
-        group = tuple(map(sys.intern, row[start : start + views[i].width]))
-        values = array(SUMS_TYPE, row[offset : offset + measures + 1])
-        current = result[i].get(group)
-        if current is None:
-            result[i][group] = values
-        else:  # NULL and '' grouped apart, one entity all the same
-            for k, value in enumerate(values):
-                current[k] += value
-        updated = row[offset + measures + 1]
-        if updated is not None and (latest is None or updated > latest):
-            latest = updated
-    return result, latest

@@ -25,9 +25,10 @@ Entry = tuple[str, int, int]
 
 
 def contenders(cap: int) -> int:
-    """How many entities a ranking keeps for a cap: the shown ones and as many again (at least
-    50), so that the boundary can move without asking the database."""
-    return cap + max(cap, 50)
+    """How many entities a ranking keeps for a cap: the shown ones and at least 2,000 more (a
+    few hundred kilobytes), so that the boundary can move without asking the database, and so
+    that a table of a few thousand entities (teams) is kept whole."""
+    return cap + max(cap, 2000)
 
 
 def _order(item: tuple[str, int]) -> tuple[int, str]:
