@@ -312,7 +312,7 @@ ROOT = schema.section(
                         ),
                         "look_back": Field(
                             schema.duration(maximum=366 * 86400),
-                            3 * 86400.0,
+                            2 * 86400.0,
                             "at each resync, the rows of this many days before the window (whole days) are"
                             " summed again, for the late flushes and retried batches that still land on them;"
                             " older rows are read only by a full re-read",

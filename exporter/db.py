@@ -206,6 +206,11 @@ class Database:
             conn = self._pool.getconn(timeout=self._config.connect_timeout)
         except PoolTimeout as exc:
             raise SnapshotUnavailable(f"no connection free: {exc}") from None
+        # A pooler in transaction mode may have no server connection to give while the poll's
+        # own transaction holds one: the helper gives up within the connect timeout, and the
+        # poll's connection reads what it would have.
+        imported = False
+        conn.answer_within = self._config.connect_timeout
         try:
             with conn.transaction():
                 try:
@@ -216,9 +221,16 @@ class Database:
                     if isinstance(exc, psycopg.OperationalError):
                         raise
                     raise SnapshotUnavailable(str(exc)) from None
+                conn.answer_within = self._answer_within
+                imported = True
                 self._settings(conn)
                 yield conn
+        except NoAnswer as exc:
+            if imported:
+                raise
+            raise SnapshotUnavailable(str(exc)) from None
         finally:
+            conn.answer_within = self._answer_within
             self._pool.putconn(conn)
 
 

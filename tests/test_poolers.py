@@ -4,6 +4,7 @@ the transactions stay read-only, and the server still enforces the statement tim
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 import psycopg
@@ -65,3 +66,26 @@ def test_a_protocol_violation_is_its_own_failure_reason():
     # 08P01: the database is not down, the path to it is broken.
     assert classify(psycopg.errors.ProtocolViolation("query_wait_timeout")) is Reason.PROTOCOL_ERROR
     assert classify(psycopg.OperationalError("connection refused")) is Reason.DATABASE_UNAVAILABLE
+
+
+@pytest.mark.parametrize("pool_size", [4, 1])
+def test_a_full_read_shares_its_snapshot_through_transaction_pooling_or_reads_alone(
+    litellm_dsn, make_exporter, writer, rng, world, clock, conn, pool_size
+):
+    """In transaction mode a helper connection gets a server connection of its own and imports
+    the snapshot; with a single server connection for the pool (held by the poll's own
+    transaction) it gives up within the connect timeout, and the poll's connection reads all."""
+    load_history(writer, rng, world, clock, days=3)
+    with pgbouncer(litellm_dsn, "transaction", pool_size) as dsn:
+        config = parse({"database": {"dsn": dsn, "max_conns": 4, "connect_timeout": "2s"}})
+        exporter = make_exporter(config)
+        usage = collector(exporter, "usage")
+        started = time.monotonic()
+        assert exporter.runner.poll_once(usage)
+        took = time.monotonic() - started
+        assert mismatches(conn, scrape(exporter)) == []
+        if pool_size == 1:
+            assert usage.reads["helper"] == 0
+            assert took < 10
+        else:
+            assert usage.reads["helper"] > 0

@@ -23,7 +23,7 @@ class PgBouncer:
     stays the same across ``stop`` and ``start`` (a restart, as an operator makes one). Started
     as the server's own user would be: as ``postgres`` when root."""
 
-    def __init__(self, server_dsn: str, mode: str) -> None:
+    def __init__(self, server_dsn: str, mode: str, pool_size: int = 4) -> None:
         self._binary = require("pgbouncer", "pgbouncer")
         params = conninfo_to_dict(server_dsn)
         user = str(params.get("user") or "postgres")
@@ -37,7 +37,7 @@ class PgBouncer:
             "[pgbouncer]\n"
             f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
             f"auth_type = trust\nauth_file = {directory / 'users.txt'}\n"
-            f"pool_mode = {mode}\ndefault_pool_size = 4\nmax_client_conn = 100\n"
+            f"pool_mode = {mode}\ndefault_pool_size = {pool_size}\nmax_client_conn = 100\n"
             f"logfile = {directory / 'pgbouncer.log'}\npidfile = {directory / 'pgbouncer.pid'}\n"
         )
         self._command = [self._binary, str(directory / "pgbouncer.ini")]
@@ -75,9 +75,9 @@ class PgBouncer:
 
 
 @contextmanager
-def pgbouncer(server_dsn: str, mode: str) -> Iterator[str]:
+def pgbouncer(server_dsn: str, mode: str, pool_size: int = 4) -> Iterator[str]:
     """A running PgBouncer (see ``PgBouncer``); yields the same DSN pointed at it."""
-    bouncer = PgBouncer(server_dsn, mode)
+    bouncer = PgBouncer(server_dsn, mode, pool_size)
     try:
         bouncer.start()
         yield bouncer.dsn

@@ -19,13 +19,14 @@ by date, and each part is read as often as it can change:
 Every read, and each resync, is aligned to the wall clock so that replicas do it together.
 
 A capped family shows the top ``max_series`` entities by all-time spend, ties by id; the rest
-are summed into one ``__other__`` entity. A full read ranks them in SQL in the same pass that
-sums them; a resync ranks them again from each entity's old total, which the engine keeps, plus
+are summed into one ``__other__`` entity. A full read ranks them in SQL (a pass of one measure,
+grouped by entity) before the pass that sums everything, folded by the entities shown; a resync
+ranks them again from the old totals of the contenders the engine keeps (``ranking``), plus
 what the look-back and the window add. An entity that enters the shown set has its old rows
 summed by id (through the entity's index) and taken out of ``__other__``.
 
 All sums are grouped in SQL by the labels the families publish, so that what reaches Python
-is one row per series (and, for the ranking, one number per entity), never one per daily row.
+is about one row per series, never one per daily row, and only the top of each ranking.
 
 Where this LiteLLM has no daily table for an entity (or one without request counts), or the
 configuration asks for it, the same cuts are applied to LiteLLM_SpendLogs, on ``startTime``,

@@ -163,6 +163,33 @@ def _id_expr(reading: Reading, column: str) -> sql.Composable:
 OLD, RECENT, WINDOW = 0, 1, 2
 
 
+def _by_ids(
+    reading: Reading, views: tuple[View, ...], sums: dict[str, sql.Composable | None], lo: str | None
+) -> tuple[sql.Composed, list[sql.Identifier]]:
+    """The common table ``r`` of the rankings: the ranking measure summed (in float8) by every
+    view's id together, once per name of ``sums`` (over the rows its condition holds for, or
+    all), over the rows on or after ``lo`` (None: all); with the ids' column names."""
+    ids = [sql.Identifier(f"i{j}") for j in range(len(views))]
+    rank = reading.values[reading.rank]
+    grouped = sql.SQL("r AS MATERIALIZED (SELECT {ids}, {sums} FROM {rel} WHERE {span} GROUP BY {keys})").format(
+        ids=sql.SQL(", ").join(
+            sql.SQL("{} AS {}").format(_id_expr(reading, v.id), i) for v, i in zip(views, ids, strict=True)
+        ),
+        sums=sql.SQL(", ").join(
+            sql.SQL("sum({}::float8){} AS {}").format(
+                rank,
+                sql.SQL(" FILTER (WHERE {})").format(condition) if condition is not None else sql.SQL(""),
+                sql.Identifier(name),
+            )
+            for name, condition in sums.items()
+        ),
+        rel=reading.relation,
+        span=_span(reading, lo, None),
+        keys=sql.SQL(", ").join(sql.Literal(j + 1) for j in range(len(views))),
+    )
+    return grouped, ids
+
+
 def rank_query(reading: Reading, views: tuple[View, ...], keep: tuple[int, ...]) -> sql.Composed:
     """The top ``keep[j] + 1`` entities of each capped view ``views[j]`` by their all-time total
     of the ranking measure, ties by id, with their old totals (before ``%(old_end)s``) and how
@@ -175,20 +202,8 @@ def rank_query(reading: Reading, views: tuple[View, ...], keep: tuple[int, ...])
     Python. The sums are float8, whose partial sums the workers hand over for nothing (a bigint
     sum's are numerics): exact while an entity's total stays below 2**53 units (nine million
     dollars), and only an order beyond that."""
-    ids = [sql.Identifier(f"i{j}") for j in range(len(views))]
-    grouped = sql.SQL(
-        "r AS MATERIALIZED (SELECT {ids}, sum({rank}::float8) FILTER (WHERE {old}) AS old,"
-        " sum({rank}::float8) AS total FROM {rel} WHERE TRUE{req} GROUP BY {keys})"
-    ).format(
-        ids=sql.SQL(", ").join(
-            sql.SQL("{} AS {}").format(_id_expr(reading, v.id), i) for v, i in zip(views, ids, strict=True)
-        ),
-        rank=reading.values[reading.rank],
-        old=_bound(reading, "<", "old_end"),
-        rel=reading.relation,
-        req=reading.required,
-        keys=sql.SQL(", ").join(sql.Literal(j + 1) for j in range(len(views))),
-    )
+    old = _bound(reading, "<", "old_end")
+    grouped, ids = _by_ids(reading, views, {"old": old, "total": None}, lo=None)
     parts = [
         sql.SQL(
             "(SELECT {j}, {i}, coalesce(sum(old), 0)::int8 AS old, coalesce(sum(total), 0)::int8 AS total,"
@@ -333,20 +348,8 @@ def rank_delta_query(reading: Reading, views: tuple[View, ...]) -> sql.Composed:
     """Per entity of each capped view ``views[j]`` with rows on or after ``%(lo)s``, its
     ranking measure over them, split at ``%(old_end)s``. Rows: j, id, before, on or after.
     Grouped as ``rank_query`` is, by every view's id together, by plain ``GROUP BY``."""
-    ids = [sql.Identifier(f"i{j}") for j in range(len(views))]
-    grouped = sql.SQL(
-        "r AS MATERIALIZED (SELECT {ids}, sum({rank}) FILTER (WHERE {before}) AS before,"
-        " sum({rank}) FILTER (WHERE NOT {before}) AS after FROM {rel} WHERE {span} GROUP BY {keys})"
-    ).format(
-        ids=sql.SQL(", ").join(
-            sql.SQL("{} AS {}").format(_id_expr(reading, v.id), i) for v, i in zip(views, ids, strict=True)
-        ),
-        rank=reading.values[reading.rank],
-        before=_bound(reading, "<", "old_end"),
-        rel=reading.relation,
-        span=_span(reading, "lo", None),
-        keys=sql.SQL(", ").join(sql.Literal(j + 1) for j in range(len(views))),
-    )
+    before = _bound(reading, "<", "old_end")
+    grouped, ids = _by_ids(reading, views, {"before": before, "after": sql.SQL("NOT {}").format(before)}, lo="lo")
     parts = [
         sql.SQL(
             "SELECT {j}, {i}, coalesce(sum(before), 0)::int8, coalesce(sum(after), 0)::int8 FROM r GROUP BY {i}"

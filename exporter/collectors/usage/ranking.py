@@ -121,7 +121,9 @@ def rerank(
     # New entities appear in the window first: while every one has been looked up, the ranking
     # still holds every entity.
     complete = ranking.complete and len(unsure) == len(new)
-    entities = max(ranking.entities, len(old))
+    # Those not looked up are new too where the ranking held every entity (and, where it did
+    # not, there are more entities than it keeps anyway).
+    entities = max(ranking.entities, len(old) + (len(new) - len(unsure) if ranking.complete else 0))
     totals = {entity: value + added.get(entity, 0) for entity, value in old.items()}
     order = sorted(totals.items(), key=_order)
     shown = frozenset(entity for entity, _ in order[:cap]) if entities > cap else None
