@@ -89,8 +89,9 @@ class Exporter:
             max_connections=self.config.web.max_connections,
             request_timeout=self.config.web.request_timeout,
         )
-        self._server.start()
+        # The first polls (a full read) begin before the HTTP loop does: /ready waits on them.
         self.runner.start()
+        self._server.start()
 
     def status(self) -> dict[str, Any]:
         """What the landing page and /status show."""
