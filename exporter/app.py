@@ -89,9 +89,8 @@ class Exporter:
             max_connections=self.config.web.max_connections,
             request_timeout=self.config.web.request_timeout,
         )
-        # The first polls (a full read) begin before the HTTP loop does: /ready waits on them.
-        self.runner.start()
         self._server.start()
+        self.runner.start()
 
     def status(self) -> dict[str, Any]:
         """What the landing page and /status show."""

@@ -592,8 +592,7 @@ class UsageCollector(Collector):
         return state, sum(row[-2] for row in rows)
 
     def _few(self, conn: psycopg.Connection, source: Source, reading: Reading, view: View) -> bool:
-        """Whether the planner's statistics say a view's table has few enough entities to rank
-        them from the sums."""
+        """Whether the planner's statistics say a view's table has no more entities than its cap."""
         column = dict(source.columns).get(view.id)
         if reading.table != source.table or column is None or view.cap is None:
             return False
@@ -603,9 +602,7 @@ class UsageCollector(Collector):
             " WHERE s.schemaname = current_schema() AND s.tablename = %s AND s.attname = %s",
             (source.table, column),
         ).fetchone()
-        # Up to the contenders a ranking keeps: a few thousand entities' groups are cheaper to
-        # rank in Python than another pass over the table is in SQL.
-        return row is not None and row[0] is not None and 0 <= row[0] <= contenders(view.cap)
+        return row is not None and row[0] is not None and 0 <= row[0] <= view.cap
 
     def _folded(
         self, reading: Reading, views: tuple[View, ...], members: tuple[frozenset[str] | None, ...], lo: str | None

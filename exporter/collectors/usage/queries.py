@@ -142,17 +142,7 @@ def spend_log_reading(source: Source, columns: set[str]) -> Reading | None:
 
 
 def _bound(reading: Reading, op: str, param: str) -> sql.Composable:
-    """A condition on the position column, for WHERE: through its index."""
     return sql.SQL("{} {} {}::{}").format(reading.position, sql.SQL(op), sql.Placeholder(param), reading.start_type)
-
-
-def _split(reading: Reading, param: str) -> sql.Composable:
-    """Whether a row lies before a cut, for a row already read (a part, a FILTER): ISO dates
-    compare alike in any collation, and bytewise is the cheapest (the database's may be a
-    locale's, costly per row); a timestamp is no text."""
-    if reading.start_type.as_string(None) == "text":
-        return sql.SQL('{} < {}::text COLLATE "C"').format(reading.position, sql.Placeholder(param))
-    return _bound(reading, "<", param)
 
 
 def _span(reading: Reading, lo: str | None, hi: str | None) -> sql.Composable:
@@ -212,7 +202,7 @@ def rank_query(reading: Reading, views: tuple[View, ...], keep: tuple[int, ...])
     Python. The sums are float8, whose partial sums the workers hand over for nothing (a bigint
     sum's are numerics): exact while an entity's total stays below 2**53 units (nine million
     dollars), and only an order beyond that."""
-    old = _split(reading, "old_end")
+    old = _bound(reading, "<", "old_end")
     grouped, ids = _by_ids(reading, views, {"old": old, "total": None}, lo=None)
     parts = [
         sql.SQL(
@@ -280,8 +270,8 @@ def folded_query(
         slots.append(expr)
     updated = reading.updated if reading.updated is not None else sql.SQL("NULL::timestamp")
     part: sql.Composable = sql.SQL("CASE WHEN {old} THEN {o} WHEN {recent} THEN {r} ELSE {w} END").format(
-        old=_split(reading, "old_end"),
-        recent=_split(reading, "start"),
+        old=_bound(reading, "<", "old_end"),
+        recent=_bound(reading, "<", "start"),
         o=sql.Literal(OLD),
         r=sql.Literal(RECENT),
         w=sql.Literal(WINDOW),
@@ -358,7 +348,7 @@ def rank_delta_query(reading: Reading, views: tuple[View, ...]) -> sql.Composed:
     """Per entity of each capped view ``views[j]`` with rows on or after ``%(lo)s``, its
     ranking measure over them, split at ``%(old_end)s``. Rows: j, id, before, on or after.
     Grouped as ``rank_query`` is, by every view's id together, by plain ``GROUP BY``."""
-    before = _split(reading, "old_end")
+    before = _bound(reading, "<", "old_end")
     grouped, ids = _by_ids(reading, views, {"before": before, "after": sql.SQL("NOT {}").format(before)}, lo="lo")
     parts = [
         sql.SQL(
