@@ -327,7 +327,7 @@ ROOT = schema.section(
                             schema.integer(minimum=1, maximum=16),
                             2,
                             "connections a full read uses at once, each reading whole tables, within one"
-                            " snapshot; at most `database.max_conns`",
+                            " snapshot; those beyond the first are opened for the full read and closed after it",
                         ),
                         "global_max_series": Field(
                             schema.integer(minimum=1),
@@ -477,13 +477,6 @@ def parse(document: Any) -> Config:
         )
     collectors = raw["collectors"]
     usage, budgets, latency = collectors["usage"], collectors["budgets"], collectors["latency"]
-    if usage["read_connections"] > database["max_conns"]:
-        raise ConfigError(
-            [
-                "collectors.usage.read_connections: must not exceed database.max_conns "
-                f"({database['max_conns']}), got {usage['read_connections']}"
-            ]
-        )
     host, port = raw["web"]["listen"]
     return Config(
         database=DatabaseConfig(**database),

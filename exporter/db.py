@@ -12,7 +12,7 @@ from psycopg import IsolationLevel, sql
 from psycopg.abc import Buffer, PQGen
 from psycopg.adapt import Dumper, Loader
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
 from .config import DatabaseConfig
 
@@ -200,18 +200,19 @@ class Database:
 
     @contextmanager
     def in_snapshot(self, snapshot: str) -> Iterator[psycopg.Connection]:
-        """A read-only transaction on another pooled connection that sees the exported
-        ``snapshot``; SnapshotUnavailable where no connection is free or it cannot be imported."""
+        """A read-only transaction that sees the exported ``snapshot``, on a connection of its
+        own (outside the pool, which the other collectors keep using; closed after). Raises
+        SnapshotUnavailable where it cannot be had soon: no connection, or a pooler in
+        transaction mode with no server connection to give while the poll's own transaction
+        holds one. The poll's connection then reads what this one would have."""
         try:
-            conn = self._pool.getconn(timeout=self._config.connect_timeout)
-        except PoolTimeout as exc:
-            raise SnapshotUnavailable(f"no connection free: {exc}") from None
-        # A pooler in transaction mode may have no server connection to give while the poll's
-        # own transaction holds one: the helper gives up within the connect timeout, and the
-        # poll's connection reads what it would have.
+            conn = BoundedConnection.connect(self._conninfo)
+        except psycopg.Error as exc:
+            raise SnapshotUnavailable(connection_problem(exc, self._conninfo)) from None
         imported = False
-        conn.answer_within = self._config.connect_timeout
         try:
+            self._configure(conn)
+            conn.answer_within = self._config.connect_timeout
             with conn.transaction():
                 try:
                     # First in the transaction, as PostgreSQL requires; a literal, as SET takes no
@@ -230,8 +231,7 @@ class Database:
                 raise
             raise SnapshotUnavailable(str(exc)) from None
         finally:
-            conn.answer_within = self._answer_within
-            self._pool.putconn(conn)
+            conn.close()
 
 
 def address(conninfo: str) -> str:
