@@ -564,10 +564,11 @@ class UsageCollector(Collector):
                     totals[group[0]] = totals.get(group[0], 0) + values[reading.rank]
                     olds[group[0]] = olds.get(group[0], 0) + (values[reading.rank] if index == OLD else 0)
             best = top(((e, olds[e], t) for e, t in totals.items()), contenders(view.cap) + 1)
-            rankings[i], members[i] = ranked(best, len(totals), view.cap)
-            if members[i] is not None:
+            rankings[i], shown = ranked(best, len(totals), view.cap)
+            members[i] = shown
+            if shown is not None:
                 for part in parts:
-                    part[i] = _fold(view, part[i], members[i])  # type: ignore[arg-type]
+                    part[i] = _fold(view, part[i], shown)
         memberships = tuple(
             Membership(m, r.entities - (v.cap or 0)) if m is not None and r is not None else Membership()
             for v, m, r in zip(views, members, rankings, strict=True)
@@ -683,7 +684,8 @@ class UsageCollector(Collector):
             if result is None:
                 log.info("usage: the ranking of %s is a tie at its cap: reading %s in full", view.key, reading.table)
                 return False
-            rankings[i], shown = result
+            kept, shown = result
+            rankings[i] = kept
             if shown != members[i]:
                 if shown is None:
                     return False  # fewer entities than the cap: every one's own sums are needed
@@ -691,7 +693,7 @@ class UsageCollector(Collector):
                 # new shown set.
                 old[i] = self._refold(conn, reading, view, old[i], members[i], shown, params)
             members[i] = shown
-            memberships[i] = Membership(shown, max(0, rankings[i].entities - view.cap)) if shown else Membership()  # type: ignore[union-attr]
+            memberships[i] = Membership(shown, max(0, kept.entities - view.cap)) if shown else Membership()
             return True
 
         if first:
@@ -718,9 +720,10 @@ class UsageCollector(Collector):
                     target[group[0]] = target.get(group[0], 0) + values[reading.rank]
             if not rerank_view(i, totals[0], totals[1]):
                 return None
-            if members[i] is not None:
+            shown = members[i]
+            if shown is not None:
                 for part in parts:
-                    part[i] = _fold(views[i], part[i], members[i])  # type: ignore[arg-type]
+                    part[i] = _fold(views[i], part[i], shown)
         for i, joining in enumerate(parts[OLD]):
             if joining:
                 # The days leaving the look-back join the old part, counted as they are now.
