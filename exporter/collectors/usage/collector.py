@@ -251,6 +251,20 @@ def _add(target: dict[Group, Sums], group: Group, values: Sums, sign: int = 1) -
         target[group] = merged
 
 
+def _entity_totals(
+    parts: tuple[list[dict[Group, Sums]], ...], index: int, rank: int
+) -> tuple[dict[str, int], dict[str, int]]:
+    """A view's ranking measure per entity, from its unfolded sums: in the old part, and in
+    the look-back and the window together."""
+    old: dict[str, int] = {}
+    later: dict[str, int] = {}
+    for part, sums in enumerate(parts):
+        target = old if part == OLD else later
+        for group, values in sums[index].items():
+            target[group[0]] = target.get(group[0], 0) + values[rank]
+    return old, later
+
+
 def _hash_aggregates(conn: psycopg.Connection) -> None:
     """Aggregate by hashing for the rest of the transaction. The planner cannot tell how few
     groups the folded sums have (it multiplies the columns' distinct counts), and sorts the rows
@@ -420,7 +434,7 @@ class UsageCollector(Collector):
         self._key_meta, self._team_alias, self._org_alias = metadata
         return self._families()
 
-    def _reading(self, conn: psycopg.Connection, source: Source) -> Reading | None:
+    def _reading(self, conn: psycopg.Connection, source: Source, views: tuple[View, ...]) -> Reading | None:
         """The daily table where it is there and complete, else LiteLLM_SpendLogs, as configured."""
         found = catalog.columns(conn, [source.table, SPEND_LOGS])
         reading = None
@@ -428,7 +442,7 @@ class UsageCollector(Collector):
         # have nothing in the spend logs to stand in for them, and are always read.
         from_table = self._config.source in ("auto", "daily_tables") or source in ACTIVITY_SOURCES
         if from_table and source.table in found:
-            per_entity_only = all(view.entity is not None for view in self._views(source))
+            per_entity_only = all(view.entity is not None for view in views)
             reading = daily_reading(source, found[source.table], per_entity_only=per_entity_only)
         if reading is None and self._config.source in ("auto", "spend_logs") and SPEND_LOGS in found:
             reading = spend_log_reading(source, found[SPEND_LOGS])
@@ -509,6 +523,7 @@ class UsageCollector(Collector):
         """A helper connection's share of a full read, in the poll's snapshot."""
         try:
             with db.in_snapshot(snapshot) as conn:
+                _hash_aggregates(conn)  # as the poll's own transaction does
                 work(conn)
         except SnapshotUnavailable as exc:
             # The poll's own connection reads what this one would have.
@@ -518,13 +533,12 @@ class UsageCollector(Collector):
         """One source read in full: each capped view's entities ranked (one measure, grouped by
         entity), then every view's sums in one pass, folded by the entities shown. Returns the
         state and the rows read."""
-        reading = self._reading(conn, source)
+        views = self._views(source)
+        reading = self._reading(conn, source, views)
         if reading is None:
             return None, 0
-        views = self._views(source)
         cuts = self.cuts(reading, now)
         params = cuts.params()
-        _hash_aggregates(conn)  # on a helper connection, its own transaction
         # A capped view is ranked before the pass that sums, so that the pass can fold its
         # entities in SQL, unless its column is grouped by as it is anyway (model_group), or
         # the planner's statistics say it has no more entities than the cap: those are ranked
@@ -557,14 +571,10 @@ class UsageCollector(Collector):
         for i, view in enumerate(views):
             if view.cap is None or i in first:
                 continue
-            olds: dict[str, int] = {}
-            totals: dict[str, int] = {}
-            for index, part in enumerate(parts):
-                for group, values in part[i].items():
-                    totals[group[0]] = totals.get(group[0], 0) + values[reading.rank]
-                    olds[group[0]] = olds.get(group[0], 0) + (values[reading.rank] if index == OLD else 0)
-            best = top(((e, olds[e], t) for e, t in totals.items()), contenders(view.cap) + 1)
-            rankings[i], shown = ranked(best, len(totals), view.cap)
+            olds, later = _entity_totals(parts, i, reading.rank)
+            ids = olds.keys() | later.keys()
+            candidates = ((e, olds.get(e, 0), olds.get(e, 0) + later.get(e, 0)) for e in ids)
+            rankings[i], shown = ranked(top(candidates, contenders(view.cap) + 1), len(ids), view.cap)
             members[i] = shown
             if shown is not None:
                 for part in parts:
@@ -713,12 +723,7 @@ class UsageCollector(Collector):
         parts, latest = decode_folded(rows, views, unfolded, len(reading.measures))
         self._count("look_back")
         for i in after:
-            totals: list[dict[str, int]] = [{}, {}]
-            for index, part in enumerate(parts):
-                target = totals[0 if index == OLD else 1]
-                for group, values in part[i].items():
-                    target[group[0]] = target.get(group[0], 0) + values[reading.rank]
-            if not rerank_view(i, totals[0], totals[1]):
+            if not rerank_view(i, *_entity_totals(parts, i, reading.rank)):
                 return None
             shown = members[i]
             if shown is not None:
