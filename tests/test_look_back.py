@@ -11,6 +11,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 
+from exporter.collectors.usage import collector as usage_collector
 from exporter.config import parse
 from exporter.demo.traffic import Request
 from exporter.demo.writer import SpendWriter
@@ -18,6 +19,7 @@ from exporter.demo.writer import SpendWriter
 from .support.exporters import collector, make_config, poll, scrape
 from .support.ground_truth import mismatches
 from .support.history import flush_recent, load_history
+from .test_least_privilege import exporter_role_dsn  # noqa: F401  (a fixture)
 from .test_series_budget import TIGHT, busy_deployment, check_whole, memberships, tight
 
 
@@ -230,3 +232,39 @@ def test_a_full_read_on_two_connections_reads_one_snapshot(make_exporter, writer
     clock.advance(seconds=30)
     poll(exporter)
     assert mismatches(conn, scrape(exporter)) == []
+
+
+def test_a_server_that_exports_no_snapshot_is_read_on_one_connection(
+    make_exporter, exporter_role_dsn, writer, rng, world, clock, conn, caplog
+):
+    load_history(writer, rng, world, clock, days=4)
+    # The role may not export a snapshot (as some managed servers and poolers refuse it).
+    conn.execute("REVOKE EXECUTE ON FUNCTION pg_export_snapshot() FROM PUBLIC")
+    exporter = make_exporter(parse({"database": {"dsn": exporter_role_dsn, "statement_timeout": "5s"}}))
+    usage = collector(exporter, "usage")
+    with caplog.at_level("INFO", logger="exporter"):
+        assert exporter.runner.poll_once(usage)
+        usage.request_resync()
+        assert exporter.runner.poll_once(usage)  # a second full read does not try again
+    said = [r.getMessage() for r in caplog.records if "does not share snapshots" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "pg_export_snapshot" in said[0]
+    assert usage.reads["full"] > 0 and usage.reads["helper"] == 0
+    assert mismatches(conn, scrape(exporter)) == []
+
+
+def test_a_long_full_read_says_how_far_it_is(make_exporter, writer, rng, world, clock, conn, caplog, monkeypatch):
+    load_history(writer, rng, world, clock, days=3)
+    monkeypatch.setattr(usage_collector, "PROGRESS_EVERY", 0.0)  # every table is "long" now
+    exporter = make_exporter(read_connections=1)
+    usage = collector(exporter, "usage")
+    with caplog.at_level("INFO", logger="exporter"):
+        assert exporter.runner.poll_once(usage)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("usage: ")]
+    (done,) = [line for line in lines if " tables read in full (" in line]
+    tables = int(done.split()[1])
+    assert tables >= 5, done  # the spend logs and the daily tables
+    under_way = [line for line in lines if line.startswith("usage: full read under way: ")]
+    assert [int(line.split(": ")[2].split(" of ")[0]) for line in under_way] == list(range(1, tables))
+    assert all(f" of {tables} tables read (" in line and " rows), " in line for line in under_way), under_way
+    assert usage.progress is None  # done: /ready and the status page say nothing more
