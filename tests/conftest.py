@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -19,6 +20,8 @@ from exporter.demo.writer import Entities, SpendWriter, seed_world
 from .support import pg
 from .support.exporters import FakeClock, make_config
 from .support.tcp_proxy import TcpProxy
+
+LEAST_PRIVILEGE = Path(__file__).resolve().parent.parent / "docs" / "least-privilege.sql"
 
 # Fixtures that reach a PostgreSQL server: the shared one (everything a test database is made
 # from starts at admin_dsn) or a cluster of a test's own.
@@ -122,3 +125,17 @@ def proxied_dsn(litellm_dsn: str, tcp_proxy: TcpProxy) -> str:
     params = conninfo_to_dict(litellm_dsn)
     params.update(host="127.0.0.1", port=str(tcp_proxy.port))
     return make_conninfo(**params)
+
+
+@pytest.fixture
+def exporter_role_dsn(litellm_dsn: str, conn: psycopg.Connection) -> Iterator[str]:
+    """The test database as the least-privileged role of docs/least-privilege.sql."""
+    conn.execute(LEAST_PRIVILEGE.read_text())
+    conn.execute(LEAST_PRIVILEGE.read_text())  # running it again is harmless
+    params = conninfo_to_dict(litellm_dsn)
+    params["user"] = "litellm_exporter"
+    params.pop("password", None)
+    yield make_conninfo(**params)
+    conn.execute("DROP OWNED BY litellm_exporter")
+    conn.execute(f"REVOKE ALL ON DATABASE {conn.info.dbname} FROM litellm_exporter")
+    conn.execute("DROP ROLE litellm_exporter")

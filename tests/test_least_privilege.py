@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from exporter.config import parse
 from exporter.demo.traffic import random_requests
@@ -18,19 +16,6 @@ from .support.exporters import poll, scrape
 from .support.ground_truth import activity_expected, differences, mismatches
 
 SCRIPT = Path(__file__).resolve().parent.parent / "docs" / "least-privilege.sql"
-
-
-@pytest.fixture
-def exporter_role_dsn(litellm_dsn: str, conn: psycopg.Connection) -> Iterator[str]:
-    conn.execute(SCRIPT.read_text())
-    conn.execute(SCRIPT.read_text())  # running it again is harmless
-    params = conninfo_to_dict(litellm_dsn)
-    params["user"] = "litellm_exporter"
-    params.pop("password", None)
-    yield make_conninfo(**params)
-    conn.execute("DROP OWNED BY litellm_exporter")
-    conn.execute(f"REVOKE ALL ON DATABASE {conn.info.dbname} FROM litellm_exporter")
-    conn.execute("DROP ROLE litellm_exporter")
 
 
 def test_every_collector_works_as_the_read_only_role(make_exporter, exporter_role_dsn, writer, rng, world, clock, conn):

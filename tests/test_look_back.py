@@ -19,7 +19,6 @@ from exporter.demo.writer import SpendWriter
 from .support.exporters import collector, make_config, poll, scrape
 from .support.ground_truth import mismatches
 from .support.history import flush_recent, load_history
-from .test_least_privilege import exporter_role_dsn  # noqa: F401  (a fixture)
 from .test_series_budget import TIGHT, busy_deployment, check_whole, memberships, tight
 
 
