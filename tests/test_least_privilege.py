@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -12,10 +11,9 @@ from exporter.config import parse
 from exporter.demo.traffic import random_requests
 from exporter.demo.writer import ProxyRecords
 
+from .conftest import LEAST_PRIVILEGE as SCRIPT
 from .support.exporters import poll, scrape
 from .support.ground_truth import activity_expected, differences, mismatches
-
-SCRIPT = Path(__file__).resolve().parent.parent / "docs" / "least-privilege.sql"
 
 
 def test_every_collector_works_as_the_read_only_role(make_exporter, exporter_role_dsn, writer, rng, world, clock, conn):
