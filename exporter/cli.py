@@ -16,7 +16,8 @@ import yaml
 
 from . import __version__, listen, logs, schema, webconfig
 from .app import Exporter, stop_on_signals
-from .config import DEFAULT_LISTEN, DSN_VARIABLES, ENVIRONMENT, REDACTED, Config, ConfigError, resolve, to_document
+from .config import DEFAULT_LISTEN, Config, ConfigError
+from .config_file import DSN_VARIABLES, ENVIRONMENT, REDACTED, resolve, to_document
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1

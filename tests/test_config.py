@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from exporter.cli import main
-from exporter.config import DEFAULT_PORT, DSN_VARIABLES, ConfigError, load, parse
+from exporter.config import DEFAULT_PORT, ConfigError, parse
+from exporter.config_file import DSN_VARIABLES, load
 
 REPO = Path(__file__).resolve().parent.parent
 DSN = "postgresql://exporter@db.invalid:5432/litellm"

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from exporter import cli
-from exporter.config import ENVIRONMENT, ConfigError, parse, resolve
+from exporter.config import ConfigError, parse
+from exporter.config_file import ENVIRONMENT, resolve
 from exporter.demo.schema import migration_files
 from exporter.demo.traffic import random_requests
 

@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from exporter.config import DSN_VARIABLES, ENVIRONMENT
+from exporter.config_file import DSN_VARIABLES, ENVIRONMENT
 
 from .support.tools import require
 

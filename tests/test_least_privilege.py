@@ -44,9 +44,9 @@ def test_the_script_grants_every_table_the_exporter_reads():
     # A table left out is not an error: the role cannot see it, so its families quietly vanish.
     from exporter.catalog import SPEND_LOGS
     from exporter.collectors import budgets, proxy_state
-    from exporter.collectors.usage import collector, tables
+    from exporter.collectors.usage import publish, tables
 
-    read = {s.table for s in tables.ALL_SOURCES} | set(collector._METADATA_TABLES) | {SPEND_LOGS}
+    read = {s.table for s in tables.ALL_SOURCES} | set(publish.METADATA_TABLES) | {SPEND_LOGS}
     read |= {spec.table for spec in budgets.SPECS} | {budgets.BUDGET_TABLE, budgets.WINDOW_TABLE}
     read |= {proxy_state.HEARTBEATS, proxy_state.HEALTH_CHECKS}
     granted = set(re.findall(r"'(LiteLLM_\w+)'", SCRIPT.read_text()))

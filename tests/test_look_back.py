@@ -11,7 +11,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from exporter.collectors.usage import collector as usage_collector
+from exporter.collectors.usage import engine as usage_engine
 from exporter.config import parse
 from exporter.demo.traffic import Request
 from exporter.demo.writer import SpendWriter
@@ -254,7 +254,7 @@ def test_a_server_that_exports_no_snapshot_is_read_on_one_connection(
 
 def test_a_long_full_read_says_how_far_it_is(make_exporter, writer, rng, world, clock, conn, caplog, monkeypatch):
     load_history(writer, rng, world, clock, days=3)
-    monkeypatch.setattr(usage_collector, "PROGRESS_EVERY", 0.0)  # every table is "long" now
+    monkeypatch.setattr(usage_engine, "PROGRESS_EVERY", 0.0)  # every table is "long" now
     exporter = make_exporter(read_connections=1)
     usage = collector(exporter, "usage")
     with caplog.at_level("INFO", logger="exporter"):

@@ -1,0 +1,200 @@
+"""The configuration as a file and a process see it: the YAML read and checked, the
+database taken from a flag, the file or the environment, and the configuration written back
+(``--print-config``) with its passwords redacted. What the keys mean is ``config``'s."""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import yaml
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from . import schema
+from .config import ROOT, Config, ConfigError, parse
+
+# Where the database comes from when neither --dsn nor a configuration file names it, in this
+# order: the exporter's own variable, then the one LiteLLM itself reads.
+DSN_VARIABLES = ("LITELLM_DATABASE_URL", "DATABASE_URL")
+# The settings people change most, from the environment (containers, Kubernetes), each with the
+# flag it stands for and what it means. A flag wins over its variable; both win over the file.
+ENVIRONMENT = {
+    "LITELLM_EXPORTER_CONFIG": ("--config", "a configuration file to read (none by default: built-in defaults)"),
+    "LITELLM_EXPORTER_LISTEN": ("--listen", "address to serve on, `HOST:PORT` (`web.listen`)"),
+    "LITELLM_EXPORTER_POLL_INTERVAL": ("--poll-interval", "every collector's poll interval, such as `30s`"),
+    "LITELLM_EXPORTER_LOG_LEVEL": ("--log-level", "`debug`, `info`, `warning` or `error`"),
+    "LITELLM_EXPORTER_LOG_FORMAT": ("--log-format", "`text` or `json`"),
+    "LITELLM_EXPORTER_WEB_CONFIG": ("--web-config", "TLS and basic auth file (`web.config_file`)"),
+}
+REDACTED = "REDACTED"
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a configuration file."""
+    return parse(read(path))
+
+
+def resolve(path: str | Path | None, *, dsn: str | None = None) -> tuple[Config, str]:
+    """The configuration from a file (or none: every default), with the database from ``dsn``
+    (--dsn), else the file, else the first of DSN_VARIABLES that is set. Returns it with the
+    database as written where it came from (a variable is named, never expanded), for
+    --print-config."""
+    document = read(path) if path is not None else None
+    document = dict(document) if isinstance(document, dict) else ({} if document is None else document)
+    missing: list[str] = []
+    if isinstance(document, dict):
+        database = document.get("database")
+        database = dict(database) if isinstance(database, dict) else ({} if database is None else database)
+        if isinstance(database, dict):
+            if dsn is not None:
+                database["dsn"] = dsn
+            elif "dsn" not in database:
+                variable = next((name for name in DSN_VARIABLES if os.environ.get(name)), None)
+                if variable is None:
+                    missing.append(
+                        "database.dsn: no database given: pass --dsn URL, set "
+                        + " or ".join(DSN_VARIABLES)
+                        + ", or name it in a --config file"
+                    )
+                    # Read the rest all the same, so that every problem is told at once.
+                    database["dsn"] = "postgresql://"
+                else:
+                    database["dsn"] = f"os.environ/{variable}"
+        document["database"] = database
+    try:
+        config = parse(document)
+    except ConfigError as exc:
+        raise ConfigError(missing + exc.problems) from None
+    if missing:
+        raise ConfigError(missing)
+    written = document["database"]["dsn"] if isinstance(document, dict) else ""
+    return config, str(written)
+
+
+def read(path: str | Path) -> Any:
+    """A configuration file's YAML document (None when it is empty)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{path}: is a directory, not a file"]) from None
+    except PermissionError:
+        raise ConfigError([f"{path}: permission denied"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError([f"{path}: invalid YAML{where}: {problem}"]) from None
+    if document is not None and not isinstance(document, dict):
+        raise ConfigError([f"{path}: the top level must be a mapping"])
+    return document
+
+
+def redact(dsn: str) -> str:
+    """A connection string as written, its password replaced by REDACTED: the same shape, so
+    that a configuration printed with it is still accepted (environment references are kept)."""
+    if dsn.startswith("os.environ/") or "${" in dsn:
+        return dsn
+    if "://" in dsn:
+        parts = urllib.parse.urlsplit(dsn)
+        netloc = parts.netloc
+        if parts.password is not None:
+            user, _, host = netloc.rpartition("@")
+            netloc = f"{user.split(':', 1)[0]}:{REDACTED}@{host}"
+        query = urllib.parse.urlencode(
+            [
+                (k, REDACTED if k == "password" else v)
+                for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+            ]
+        )
+        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return REDACTED
+    if "password" in params:
+        params["password"] = REDACTED
+    return make_conninfo("", **params)
+
+
+def to_document(config: Config, dsn: str) -> dict[str, Any]:
+    """The configuration as a YAML document that ``parse`` turns back into it: every key, with
+    the database as written where it came from (a password redacted)."""
+
+    def seconds(value: float) -> str:
+        return schema.format_duration(value)
+
+    usage, budgets, latency, proxy = config.usage, config.budgets, config.latency, config.proxy
+    usage_entities = schema.subsection(ROOT, "collectors", "usage", "entities")
+    budget_entities = schema.subsection(ROOT, "collectors", "budgets", "entities")
+
+    def entities(section: schema.Section, values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        # Only the keys the schema gives each entity (tools have no model_group, say).
+        return {
+            name: {key: getattr(values[name], key) for key in schema.subsection(section, name).fields}
+            for name in section.fields
+        }
+
+    return {
+        "database": {
+            "dsn": redact(dsn),
+            "min_conns": config.database.min_conns,
+            "max_conns": config.database.max_conns,
+            "connect_timeout": seconds(config.database.connect_timeout),
+            "statement_timeout": seconds(config.database.statement_timeout),
+            "is_required": config.database.is_required,
+        },
+        "web": {
+            "listen": schema.format_listen(config.web.host, config.web.port),
+            "config_file": config.web.config_file,
+            "enable_lifecycle": config.web.enable_lifecycle,
+            "max_connections": config.web.max_connections,
+            "request_timeout": seconds(config.web.request_timeout),
+        },
+        "collectors": {
+            "max_gauge_age": seconds(config.max_gauge_age),
+            "usage": {
+                "interval": seconds(usage.interval),
+                "late_margin": seconds(usage.late_margin),
+                "resync_interval": seconds(usage.resync_interval),
+                "look_back": seconds(usage.look_back),
+                "full_resync_interval": seconds(usage.full_resync_interval),
+                "read_connections": usage.read_connections,
+                "global_max_series": usage.global_max_series,
+                "source": usage.source,
+                "spend_logs_late_margin": seconds(usage.spend_logs_late_margin),
+                "entities": entities(usage_entities, usage.entities),
+            },
+            "budgets": {
+                "interval": seconds(budgets.interval),
+                "entities": entities(budget_entities, budgets.entities),
+            },
+            "latency": {
+                "enabled": latency.enabled,
+                "interval": seconds(latency.interval),
+                "late_margin": seconds(latency.late_margin),
+                "buckets": list(latency.buckets),
+                "ttft_buckets": list(latency.ttft_buckets),
+            },
+            "proxy": {
+                "targets": [redact(target) for target in proxy.targets],
+                "timeout": seconds(proxy.timeout),
+                "interval": seconds(proxy.interval),
+            },
+            "database": {"interval": seconds(config.database_probe.interval)},
+            "proxy_state": {
+                "enabled": config.proxy_state.enabled,
+                "interval": seconds(config.proxy_state.interval),
+                "max_deployments": config.proxy_state.max_deployments,
+            },
+        },
+    }
