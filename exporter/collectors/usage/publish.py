@@ -51,6 +51,16 @@ _DESCRIBED = {
 }
 
 
+@dataclass(frozen=True)
+class Aliases:
+    """The labels of the shown entities' ids: a key's alias and team, a team's and an
+    organisation's alias."""
+
+    keys: dict[str, tuple[str, str]]
+    teams: dict[str, str]
+    organizations: dict[str, str]
+
+
 # Per series (family, labels): the values published, one per measure.
 Published = dict[tuple[str, tuple[str, ...]], Sums]
 
@@ -81,9 +91,7 @@ class _Built:
         )
 
 
-def read_aliases(
-    conn: psycopg.Connection, states: dict[str, SourceState]
-) -> tuple[dict[str, tuple[str, str]], dict[str, str], dict[str, str]]:
+def read_aliases(conn: psycopg.Connection, states: dict[str, SourceState]) -> Aliases:
     """Aliases and a key's team, for the entities shown only."""
 
     def shown(entity: str) -> list[str]:
@@ -124,7 +132,7 @@ def read_aliases(
     orgs = shown("organization")
     for org_id, alias in rows("LiteLLM_OrganizationTable", org_columns, "organization_id", orgs):
         org_alias[org_id] = alias
-    return key_meta, team_alias, org_alias
+    return Aliases(key_meta, team_alias, org_alias)
 
 
 class Publisher:
@@ -134,13 +142,11 @@ class Publisher:
         self._published: Published = {}
         # Per view: what its families were built from, and them; most polls change nothing.
         self._built: dict[str, _Built] = {}
-        self._key_meta: dict[str, tuple[str, str]] = {}
-        self._team_alias: dict[str, str] = {}
-        self._org_alias: dict[str, str] = {}
+        self._aliases = Aliases({}, {}, {})
 
-    def aliases(self, found: tuple[dict[str, tuple[str, str]], dict[str, str], dict[str, str]]) -> None:
+    def aliases(self, found: Aliases) -> None:
         """The aliases ``read_aliases`` found, for the families built from now on."""
-        self._key_meta, self._team_alias, self._org_alias = found
+        self._aliases = found
 
     def families(self, states: dict[str, SourceState], config: UsageConfig) -> list[Family]:
         families: list[Family] = []
@@ -156,16 +162,17 @@ class Publisher:
 
     def _id_labels(self, kind: str | None, entity: str) -> tuple[str, ...]:
         if kind == "key":
-            alias, team = self._key_meta.get(entity, ("", ""))
+            alias, team = self._aliases.keys.get(entity, ("", ""))
             return (sys.intern(entity[:12]), alias, team)
         if kind == "team":
-            return (entity, self._team_alias.get(entity, ""))
+            return (entity, self._aliases.teams.get(entity, ""))
         if kind == "organization":
-            return (entity, self._org_alias.get(entity, ""))
+            return (entity, self._aliases.organizations.get(entity, ""))
         return (entity,)
 
     def _metadata_for(self, kind: str | None) -> object:
-        return {"key": self._key_meta, "team": self._team_alias, "organization": self._org_alias}.get(kind or "")
+        aliases = self._aliases
+        return {"key": aliases.keys, "team": aliases.teams, "organization": aliases.organizations}.get(kind or "")
 
     def _view_families(self, state: SourceState, index: int, view: View, published: Published) -> list[Family]:
         metadata = self._metadata_for(view.entity)
