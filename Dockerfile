@@ -5,7 +5,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY exporter ./exporter
-RUN pip install . \
+RUN pip install ".[otlp]" \
     && groupadd --system --gid 10001 exporter \
     && useradd --system --no-create-home --uid 10001 --gid 10001 exporter
 

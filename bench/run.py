@@ -15,6 +15,7 @@ writes. Results go to stdout and to bench/results/latest.md.
 from __future__ import annotations
 
 import argparse
+import http.server
 import os
 import random
 import re
@@ -245,9 +246,12 @@ def run_size(cluster: Cluster, days: int, cycles: int) -> dict[str, object]:
     }
 
 
-def start_exporter(dsn: str, *extra: str, config: Path = REPO / "config.yaml") -> tuple[subprocess.Popen, int, float]:
-    """The exporter as a process with the shipped config.yaml (or ``config``); returns it, its
-    port, and the seconds to its first complete snapshot (/ready)."""
+def start_exporter(
+    dsn: str, *extra: str, config: Path = REPO / "config.yaml", environ: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, int, float]:
+    """The exporter as a process with the shipped config.yaml (or ``config``) and ``environ``
+    added to its environment; returns it, its port, and the seconds to its first complete
+    snapshot (/ready)."""
     port = free_port()
     started = time.monotonic()
     process = subprocess.Popen(
@@ -263,7 +267,7 @@ def start_exporter(dsn: str, *extra: str, config: Path = REPO / "config.yaml") -
             "warning",
             *extra,
         ],
-        env={**os.environ, "LITELLM_DATABASE_URL": dsn},
+        env={**os.environ, "LITELLM_DATABASE_URL": dsn, **(environ or {})},
         cwd=REPO,
     )
     while True:
@@ -291,18 +295,60 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class OtlpSink:
+    """An OTLP/HTTP receiver that answers 200 to every push and counts them, for the exporter's
+    cost with the push on (the receiver's own cost is the benchmark's, not the exporter's)."""
+
+    def __init__(self) -> None:
+        self.pushes = 0
+        self.bytes = 0
+        sink = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                self.rfile.read(length)
+                sink.pushes += 1
+                sink.bytes += length
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.environ = {
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": f"http://127.0.0.1:{self.server.server_address[1]}/v1/metrics",
+            "OTEL_METRIC_EXPORT_INTERVAL": "10000",  # every 10 s: six times the default
+        }
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def run_busy(
-    cluster: Cluster, seconds: float, warmup: float, shape: Shape = BUSY, days: int = 3, resync: str | None = None
+    cluster: Cluster,
+    seconds: float,
+    warmup: float,
+    shape: Shape = BUSY,
+    days: int = 3,
+    resync: str | None = None,
+    sink: OtlpSink | None = None,
 ) -> dict[str, object]:
     """A deployment: shipped config for start-up, then every collector each second (and, with
-    ``resync``, a resync that often) under live flushes and continuous scrapes."""
+    ``resync``, a resync that often) under live flushes and continuous scrapes; with ``sink``,
+    the OTLP push on, to it, throughout."""
+    environ = sink.environ if sink is not None else None
     database = f"bench_{shape.name}"
     admin_dsn, dsn, rows = create(cluster, database, shape, days)
     result: dict[str, object] = {"rows": rows, "days": days}
     if shape is HUGE:
         result["costs"] = run_costs(cluster, database, admin_dsn, dsn, shape)
 
-    process, port, ready = start_exporter(dsn)
+    process, port, ready = start_exporter(dsn, environ=environ)
     try:
         time.sleep(30)
         result["shipped_ready_s"] = ready
@@ -317,7 +363,8 @@ def run_busy(
         document["collectors"]["usage"]["resync_interval"] = resync
         config = Path(tempfile.mkdtemp()) / "config.yaml"
         config.write_text(yaml.safe_dump(document))
-    process, port, ready = start_exporter(dsn, "--poll-interval", "1s", config=config)
+    process, port, ready = start_exporter(dsn, "--poll-interval", "1s", config=config, environ=environ)
+    pushes0, bytes0 = (sink.pushes, sink.bytes) if sink is not None else (0, 0)
     stop = threading.Event()
     per_flush = max(1, round(shape.requests_per_day / 86400 * 10))
 
@@ -367,6 +414,9 @@ def run_busy(
             "ready_1s": ready,
         }
     )
+    if sink is not None:
+        result["otlp_pushes"] = sink.pushes - pushes0
+        result["otlp_kb_per_push"] = (sink.bytes - bytes0) / max(1, sink.pushes - pushes0) / 1024
     return result
 
 
@@ -418,11 +468,13 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=30, help="steady-state poll cycles (one a second) per size")
     parser.add_argument("--seconds", type=float, default=60.0, help="steady state measured for the busy deployment")
     parser.add_argument("--pg-bin", help="directory of the PostgreSQL server binaries")
+    parser.add_argument("--otlp", action="store_true", help="busy and huge parts with the OTLP push on, every 10 s")
     args = parser.parse_args()
     cluster = Cluster(Path(args.pg_bin) if args.pg_bin else None)
     with psycopg.connect(cluster.admin) as conn:
         server = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
     sizes, busy, huge = [], None, None
+    sink = OtlpSink() if args.otlp else None
     try:
         if args.part in ("all", "sizes"):
             for days in (int(d) for d in args.days.split(",")):
@@ -430,12 +482,14 @@ def main() -> int:
                 sizes.append(run_size(cluster, days, args.cycles))
         if args.part in ("all", "busy"):
             print("busy ...", file=sys.stderr)
-            busy = run_busy(cluster, args.seconds, warmup=10.0)
+            busy = run_busy(cluster, args.seconds, warmup=10.0, sink=sink)
         if args.part in ("all", "huge"):
             print("huge (about 15 minutes to fill) ...", file=sys.stderr)
-            huge = run_busy(cluster, max(args.seconds, 180.0), 10.0, HUGE, HUGE_DAYS, resync="1m")
+            huge = run_busy(cluster, max(args.seconds, 180.0), 10.0, HUGE, HUGE_DAYS, resync="1m", sink=sink)
     finally:
         cluster.stop()
+        if sink is not None:
+            sink.close()
     lines = [f"Machine: {describe_machine()}; PostgreSQL {server} (a cluster of the benchmark's own, fsync off).", ""]
     if sizes:
         base = sizes[0]["poll_db_ms"]
@@ -475,6 +529,14 @@ def main() -> int:
             f" core, database {busy['db_ms_per_s']:.0f} ms per second, {busy['series']:,} series;"
             f" /metrics p50 {busy['p50_ms']:.1f} ms, p99 {busy['p99_ms']:.1f} ms, worst {busy['max_ms']:.1f} ms"
             f" over {busy['scrapes']} scrapes",
+            *(
+                [
+                    f"- OTLP push on, every 10 s, throughout: {busy['otlp_pushes']} pushes in the steady state,"
+                    f" {busy['otlp_kb_per_push']:.0f} kB each (gzip)"
+                ]
+                if "otlp_pushes" in busy
+                else []
+            ),
             "",
         ]
     if huge:

@@ -20,6 +20,7 @@ from .collectors.usage import Clock, UsageCollector, utc_now
 from .config import Config, ConfigError
 from .db import Database
 from .exposition import Exposition
+from .otlp.push import Pusher
 from .runner import Runner
 from .supervise import Supervisor
 from .web import WebServer
@@ -45,13 +46,17 @@ class Exporter:
         self.db = Database(config.database)
         caps = CapReport()
         self.supervisor = Supervisor()
+        _require_otlp(config)
+        # Pushes what /metrics serves; its thread waits while no endpoint is configured.
+        self.pusher = Pusher(config.otlp, lambda: self.runner.families())
         self.runner = Runner(
             self.db,
             build_collectors(config, caps, clock=clock),
             max_gauge_age=config.max_gauge_age,
-            self_metrics=[caps.families],
+            self_metrics=[caps.families, self.pusher.families],
             supervisor=self.supervisor,
         )
+        self._stop = threading.Event()
         # Read here, so that a bad web config file fails before anything starts.
         self.security = _security(config)
         self._reload: Callable[[], tuple[bool, str]] | None = None
@@ -91,10 +96,12 @@ class Exporter:
         )
         self._server.start()
         self.runner.start()
+        self.supervisor.start("otlp-push", lambda: self.pusher.run(self._stop), self._stop)
 
     def status(self) -> dict[str, Any]:
         """What the landing page and /status show."""
-        return status.collect(self.runner, self.db.display_dsn)
+        otlp = self.pusher.status() if self.pusher.config.enabled or self.pusher.exports else None
+        return status.collect(self.runner, self.db.display_dsn, otlp)
 
     def reload(self, config: Config) -> tuple[bool, str]:
         """Apply a reloaded configuration without losing counter state or a scrape.
@@ -105,9 +112,11 @@ class Exporter:
         with self._reload_lock:
             try:
                 security = _security(config)
+                _require_otlp(config)
             except ConfigError as exc:
                 return False, "; ".join(exc.problems)
             self.runner.reconfigure(config)
+            self.pusher.reconfigure(config.otlp)
             self.security = security
             if self._server is not None:
                 self._server.set_security(security)
@@ -127,10 +136,24 @@ class Exporter:
         return True, "configuration reloaded"
 
     def stop(self) -> None:
+        self._stop.set()
+        self.pusher.interrupt()
         if self._server is not None:
             self._server.stop()
         self.runner.stop()
         self.db.close()
+
+
+def _require_otlp(config: Config) -> None:
+    """A push is configured only where its encoding is installed: said at start, not at the first push."""
+    if not config.otlp.enabled:
+        return
+    try:
+        from .otlp import encode  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            ["otlp.endpoint: the OTLP push needs the otlp extra (pip install 'litellm-exporter[otlp]')"]
+        ) from None
 
 
 def _security(config: Config) -> WebSecurity:

@@ -15,6 +15,8 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from . import schema
+from .otlp import settings as otlp_settings
+from .otlp.settings import OtlpConfig
 from .schema import Field, SchemaError
 
 DEFAULT_PORT = 8748
@@ -145,6 +147,7 @@ class Config:
     proxy: ProxyConfig
     proxy_state: ProxyStateConfig
     max_gauge_age: float
+    otlp: OtlpConfig
 
     def with_overrides(
         self,
@@ -424,6 +427,7 @@ ROOT = schema.section(
                 ),
             }
         ),
+        "otlp": Field(otlp_settings.SECTION, {}),
     }
 )
 
@@ -498,4 +502,5 @@ def parse(document: Any) -> Config:
         proxy=ProxyConfig(**{**collectors["proxy"], "targets": tuple(collectors["proxy"]["targets"])}),
         proxy_state=ProxyStateConfig(**collectors["proxy_state"]),
         max_gauge_age=collectors["max_gauge_age"],
+        otlp=otlp_settings.from_raw(raw["otlp"]),
     )

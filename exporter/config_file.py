@@ -4,6 +4,7 @@ database taken from a flag, the file or the environment, and the configuration w
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import urllib.parse
 from pathlib import Path
@@ -15,6 +16,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from . import schema
 from .config import ROOT, Config, ConfigError, parse
+from .otlp.settings import apply_environment
 
 # Where the database comes from when neither --dsn nor a configuration file names it, in this
 # order: the exporter's own variable, then the one LiteLLM itself reads.
@@ -68,8 +70,10 @@ def resolve(path: str | Path | None, *, dsn: str | None = None) -> tuple[Config,
         config = parse(document)
     except ConfigError as exc:
         raise ConfigError(missing + exc.problems) from None
-    if missing:
-        raise ConfigError(missing)
+    otlp, problems = apply_environment(config.otlp, os.environ)
+    if missing or problems:
+        raise ConfigError(missing + problems)
+    config = dataclasses.replace(config, otlp=otlp)
     written = document["database"]["dsn"] if isinstance(document, dict) else ""
     return config, str(written)
 
@@ -196,5 +200,16 @@ def to_document(config: Config, dsn: str) -> dict[str, Any]:
                 "interval": seconds(config.proxy_state.interval),
                 "max_deployments": config.proxy_state.max_deployments,
             },
+        },
+        "otlp": {
+            "endpoint": config.otlp.endpoint,
+            # Header values are often credentials: their names are kept, their values never shown.
+            "headers": ",".join(f"{name}={REDACTED}" for name, _ in config.otlp.headers),
+            "interval": seconds(config.otlp.interval),
+            "timeout": seconds(config.otlp.timeout),
+            "compression": config.otlp.compression,
+            "resource_attributes": ",".join(
+                f"{name}={urllib.parse.quote(value, safe='')}" for name, value in config.otlp.resource_attributes
+            ),
         },
     }

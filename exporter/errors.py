@@ -49,3 +49,32 @@ def describe(exc: BaseException) -> str:
     """A one-line description for a log line, without a traceback."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return f"{classify(exc).value}: {text}"
+
+
+class PushFailure(str, enum.Enum):
+    """Why an OTLP push failed; the value is the ``reason`` label."""
+
+    UNREACHABLE = "unreachable"  # no connection: refused, reset, name not resolved, TLS
+    TIMEOUT = "timeout"  # no answer within otlp.timeout
+    THROTTLED = "throttled"  # 429
+    SERVER_ERROR = "server_error"  # 5xx
+    REJECTED = "rejected"  # any other answer than 2xx: the request itself is refused
+
+    @property
+    def retryable(self) -> bool:
+        """Whether OTLP says to send the same request again (the specification's list: 429,
+        502, 503, 504, and no answer at all; we retry every 5xx, as its collectors do)."""
+        return self is not PushFailure.REJECTED
+
+
+def classify_push(status: int | None, exc: BaseException | None = None) -> PushFailure:
+    """A push's failure from the HTTP status it got, or the exception that gave it none."""
+    if status is None:
+        if isinstance(exc, TimeoutError) or "timed out" in str(exc):
+            return PushFailure.TIMEOUT
+        return PushFailure.UNREACHABLE
+    if status == 429:
+        return PushFailure.THROTTLED
+    if status >= 500:
+        return PushFailure.SERVER_ERROR
+    return PushFailure.REJECTED

@@ -47,8 +47,9 @@ def series_count(families: list[Family]) -> int:
     )
 
 
-def collect(runner: Runner, database: str) -> dict[str, Any]:
-    """The status as plain data (the JSON of ``/status``)."""
+def collect(runner: Runner, database: str, otlp: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The status as plain data (the JSON of ``/status``); ``otlp``: the pusher's, where a push
+    is configured."""
     families = runner.families()
     collectors = runner.status()
     by_name = {c.name: c for c in collectors}
@@ -105,6 +106,7 @@ def collect(runner: Runner, database: str) -> dict[str, Any]:
         "series": {"served": series_count(families), "entities_over_cap": over_cap},
         "proxies": [{"target": target, **state} for target, state in sorted(proxies.items())],
         "notes": _notes(families, by_name.get("usage"), database_status),
+        "otlp": None if otlp is None else {**otlp, **{k: _when(otlp[k]) for k in ("last_push", "last_success")}},
     }
 
 
@@ -239,6 +241,39 @@ def render_html(status: dict[str, Any]) -> str:
                 [
                     [p["target"], p.get("up"), p.get("ready"), p.get("db_connected"), p.get("version")]
                     for p in status["proxies"]
+                ],
+            ),
+        ]
+    otlp = status.get("otlp")
+    if otlp:
+        parts += [
+            "<h2>OTLP push</h2>",
+            _table(
+                [
+                    "endpoint",
+                    "every (s)",
+                    "pushes",
+                    "last push",
+                    "last success",
+                    "ok",
+                    "failures",
+                    "retries",
+                    "data points",
+                    "last error",
+                ],
+                [
+                    [
+                        otlp["endpoint"],
+                        otlp["interval_seconds"],
+                        otlp["exports"],
+                        otlp["last_push"],
+                        otlp["last_success"],
+                        otlp["success"],
+                        ", ".join(f"{reason}: {n}" for reason, n in otlp["failures"].items()) or 0,
+                        otlp["retries"],
+                        otlp["data_points"],
+                        otlp["last_error"],
+                    ]
                 ],
             ),
         ]

@@ -24,6 +24,20 @@ RATE = "[$__rate_interval]"
 RANGE = "[$__range]"
 
 
+def recorded(measure: str, level: str = "model_group") -> str:
+    """A usage recording rule's 5-minute rate (prometheus/rules/litellm-usage.rules.yml): the
+    fleet-wide and long-range panels read these, one series per model group, not the raw ones."""
+    prefix = "litellm_" if level.startswith("model_group") else f"litellm_{level.split('_')[0]}_"
+    return f"{level}:{prefix}{measure}:rate5m"
+
+
+def in_range(measure: str, selector: str, by: str = "", level: str = "model_group") -> str:
+    """A measure's increase over the dashboard's range, from its recorded rate: the mean rate
+    times the range's seconds (the raw increase would read every raw sample of the range)."""
+    grouping = f" by ({by})" if by else ""
+    return f"sum{grouping} (avg_over_time({recorded(measure, level)}{{{selector}}}{RANGE})) * $__range_s"
+
+
 def target(expr: str, legend: str = "", ref: str = "A", instant: bool = False) -> dict[str, Any]:
     return {
         "datasource": DATASOURCE,
@@ -108,7 +122,7 @@ OVERVIEW = [
     panel(
         "stat",
         "Spend in range",
-        [target(f"sum(increase(litellm_spend_usd_total{{{MODEL}}}{RANGE}))", instant=True)],
+        [target(in_range("spend_usd", MODEL), instant=True)],
         unit="currencyUSD",
         width=6,
         height=4,
@@ -116,7 +130,7 @@ OVERVIEW = [
     panel(
         "stat",
         "Requests in range",
-        [target(f"sum(increase(litellm_requests_total{{{MODEL}}}{RANGE}))", instant=True)],
+        [target(in_range("requests", MODEL), instant=True)],
         width=6,
         height=4,
     ),
@@ -125,8 +139,7 @@ OVERVIEW = [
         "Failure ratio",
         [
             target(
-                f"sum(increase(litellm_requests_failed_total{{{MODEL}}}{RANGE}))"
-                f" / sum(increase(litellm_requests_total{{{MODEL}}}{RANGE}))",
+                f"{in_range('requests_failed', MODEL)} / {in_range('requests', MODEL)}",
                 instant=True,
             )
         ],
@@ -140,8 +153,7 @@ OVERVIEW = [
         "Tokens in range",
         [
             target(
-                f"sum(increase(litellm_input_tokens_total{{{MODEL}}}{RANGE}))"
-                f" + sum(increase(litellm_output_tokens_total{{{MODEL}}}{RANGE}))",
+                f"{in_range('input_tokens', MODEL)} + {in_range('output_tokens', MODEL)}",
                 instant=True,
             )
         ],
@@ -151,7 +163,7 @@ OVERVIEW = [
     panel(
         "timeseries",
         "Spend rate by model group (USD per hour)",
-        [target(f"sum by (model_group) (rate(litellm_spend_usd_total{{{MODEL}}}{RATE})) * 3600", "{{model_group}}")],
+        [target(f"sum by (model_group) ({recorded('spend_usd')}{{{MODEL}}}) * 3600", "{{model_group}}")],
         unit="currencyUSD",
     ),
     panel(
@@ -171,7 +183,7 @@ OVERVIEW = [
         "Spend in range by model group",
         [
             target(
-                f"sort_desc(sum by (model_group) (increase(litellm_spend_usd_total{{{MODEL}}}{RANGE})))",
+                f"sort_desc({in_range('spend_usd', MODEL, 'model_group')})",
                 "{{model_group}}",
                 instant=True,
             )
@@ -195,8 +207,8 @@ OVERVIEW = [
         "timeseries",
         "Requests and failures per second",
         [
-            target(f"sum(rate(litellm_requests_total{{{MODEL}}}{RATE}))", "requests"),
-            target(f"sum(rate(litellm_requests_failed_total{{{MODEL}}}{RATE}))", "failed", ref="B"),
+            target(f"sum({recorded('requests')}{{{MODEL}}})", "requests"),
+            target(f"sum({recorded('requests_failed')}{{{MODEL}}})", "failed", ref="B"),
         ],
         unit="reqps",
     ),
@@ -204,8 +216,8 @@ OVERVIEW = [
         "timeseries",
         "Tokens per second",
         [
-            target(f"sum(rate(litellm_input_tokens_total{{{MODEL}}}{RATE}))", "input"),
-            target(f"sum(rate(litellm_output_tokens_total{{{MODEL}}}{RATE}))", "output", ref="B"),
+            target(f"sum({recorded('input_tokens')}{{{MODEL}}})", "input"),
+            target(f"sum({recorded('output_tokens')}{{{MODEL}}})", "output", ref="B"),
         ],
     ),
     panel(
@@ -503,6 +515,7 @@ HEALTH = [
 
 STATUS_5XX = 'status_code=~"5.."'
 STATUS_429 = 'status_code="429"'
+ERRORS = "model_group_status_code"  # the errors' level in the recording rules
 
 ACTIVITY = [
     panel(
@@ -510,7 +523,7 @@ ACTIVITY = [
         "429s per second by model group",
         [
             target(
-                f"sum by (model_group) (rate(litellm_request_errors_total{{{STATUS_429}, {MODEL}}}{RATE}))",
+                f"sum by (model_group) ({recorded('request_errors', ERRORS)}{{{STATUS_429}, {MODEL}}})",
                 "{{model_group}}",
             )
         ],
@@ -521,7 +534,7 @@ ACTIVITY = [
         "5xx per second by model group",
         [
             target(
-                f"sum by (model_group) (rate(litellm_request_errors_total{{{STATUS_5XX}, {MODEL}}}{RATE}))",
+                f"sum by (model_group) ({recorded('request_errors', ERRORS)}{{{STATUS_5XX}, {MODEL}}})",
                 "{{model_group}}",
             )
         ],
@@ -531,7 +544,7 @@ ACTIVITY = [
         "Errors by status code in range",
         [
             target(
-                f"sort_desc(sum by (status_code) (increase(litellm_request_errors_total{{{MODEL}}}{RANGE})))",
+                f"sort_desc({in_range('request_errors', MODEL, 'status_code', ERRORS)})",
                 "{{status_code}}",
                 instant=True,
             )

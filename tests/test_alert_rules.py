@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import subprocess
+import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from exporter.demo.writer import ProxyRecords
 
 from .support.exporters import poll, scrape
 from .support.fake_proxy import FakeProxy
+from .support.otlp_receiver import OtlpReceiver
 from .support.tools import require
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,9 +42,16 @@ RULE_FILES = [
     (
         REPO / "prometheus" / "rules" / "litellm-health.rules.yml",
         REPO / "prometheus" / "tests" / "litellm-health.test.yml",
-        12,
+        13,
+    ),
+    # Recording rules, written with their tests by prometheus/generate.py (test_recording_rules.py).
+    (
+        REPO / "prometheus" / "rules" / "litellm-usage.rules.yml",
+        REPO / "prometheus" / "tests" / "litellm-usage.test.yml",
+        69,
     ),
 ]
+ALERT_FILES = [entry for entry in RULE_FILES if "usage" not in entry[0].name]
 BY_NAME = pytest.mark.parametrize(("rules", "tests", "count"), RULE_FILES, ids=[r.name for r, _, _ in RULE_FILES])
 
 
@@ -63,7 +73,7 @@ def test_promtool_unit_tests_pass(rules, tests, count):
     assert "SUCCESS" in result.stdout
 
 
-@BY_NAME
+@pytest.mark.parametrize(("rules", "tests", "count"), ALERT_FILES, ids=[r.name for r, _, _ in ALERT_FILES])
 def test_every_alert_has_a_firing_and_a_quiet_case(rules, tests, count):
     alerts = {rule["alert"] for group in yaml.safe_load(rules.read_text())["groups"] for rule in group["rules"]}
     cases = [case for test in yaml.safe_load(tests.read_text())["tests"] for case in test["alert_rule_test"]]
@@ -112,16 +122,25 @@ def test_rules_only_use_metrics_the_exporter_serves(make_exporter, entities, wri
     records.beat("w1", "pod-a")
     records.health_check("gpt-4o", "dep-1", healthy=False, checked_at=now)
     proxy = FakeProxy("new")
+    receiver = OtlpReceiver()  # the OTLP push's own metrics, after a push
     try:
-        config = parse({"database": {"dsn": litellm_dsn}, "collectors": {"proxy": {"targets": [proxy.url]}}})
+        config = parse(
+            {
+                "database": {"dsn": litellm_dsn},
+                "collectors": {"proxy": {"targets": [proxy.url]}},
+                "otlp": {"endpoint": receiver.url},
+            }
+        )
         exporter = make_exporter(config)
         poll(exporter)
+        assert exporter.pusher.push(threading.Event(), time.monotonic() + 30)
         served = set(scrape(exporter))
     finally:
         proxy.close()
+        receiver.close()
     expressions = " ".join(
         rule["expr"]
-        for rules, _, _ in RULE_FILES
+        for rules, _, _ in ALERT_FILES
         for group in yaml.safe_load(rules.read_text())["groups"]
         for rule in group["rules"]
     )

@@ -7,29 +7,16 @@ import importlib.util
 import json
 import re
 import subprocess
-import threading
-import time
-import urllib.parse
-import urllib.request
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import psycopg
 import pytest
 import yaml
 
-from exporter.app import Exporter
-from exporter.config import parse
-from exporter.demo.traffic import random_rejections, random_requests
-from exporter.demo.writer import ProxyRecords, SpendWriter, add_budgets
-
-from .support.fake_proxy import FakeProxy
-from .support.process import free_port
+from .support.live_stack import RULE_FILES, Prometheus, live_exporter
 from .support.tools import require
 
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARDS = sorted((REPO / "grafana" / "dashboards").glob("*.json"))
-RULE_FILES = sorted((REPO / "prometheus" / "rules").glob("*.rules.yml"))
 
 
 def load_generator():
@@ -119,6 +106,7 @@ def substitute(expr: str) -> str:
     """Grafana's variables as the dashboards would send them with everything selected."""
     for name, value in (
         ("$__rate_interval", "10s"),
+        ("$__range_s", "60"),
         ("$__range", "1m"),
         ("$__interval", "1s"),
         ("$model", ".*"),
@@ -130,112 +118,16 @@ def substitute(expr: str) -> str:
     return expr
 
 
-class Prometheus:
-    def __init__(self, tmp_path: Path, exporter_port: int) -> None:
-        self.port = free_port()
-        config = tmp_path / "prometheus.yml"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                    "rule_files": [str(path) for path in RULE_FILES],
-                    "scrape_configs": [
-                        {
-                            "job_name": "litellm-exporter",
-                            "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}],
-                        }
-                    ],
-                }
-            )
-        )
-        self.log = (tmp_path / "prometheus.log").open("w")
-        self.process = subprocess.Popen(
-            [
-                require("prometheus", "prometheus"),
-                f"--config.file={config}",
-                f"--storage.tsdb.path={tmp_path / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def api(self, path: str, **params: str) -> dict:
-        url = f"http://127.0.0.1:{self.port}/api/v1/{path}?{urllib.parse.urlencode(params, doseq=True)}"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return json.loads(response.read())
-
-    def query(self, expr: str) -> dict:
-        try:
-            return self.api("query", query=expr)
-        except urllib.error.HTTPError as exc:
-            return json.loads(exc.read())
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=20)
-        self.log.close()
-
-
 @pytest.fixture
 def live_stack(tmp_path, litellm_dsn, conn, world, rng):
-    """The exporter on a seeded database with budgets and live writes, a fake proxy, and a
-    real Prometheus scraping it every second."""
-    now = datetime.now(timezone.utc)
-    add_budgets(conn, world, now)
-    conn.execute("""UPDATE "LiteLLM_TeamTable" SET blocked = true WHERE team_id = 'team-0'""")
-    writer = SpendWriter(conn)
-    writer.record(*random_requests(rng, world, 500, now - timedelta(days=3), now))
-    for route, code in random_rejections(rng, 20):
-        writer.reject(now, route, code)
-    writer.flush(now)
-    records = ProxyRecords(conn)
-    records.health_check("gpt-4o", "dep-1", healthy=True, checked_at=now - timedelta(minutes=2))
-    records.health_check("gpt-4o", "dep-2", healthy=False, checked_at=now - timedelta(minutes=1))
-    records.window_spend("team", "team-1", "1h", now.replace(minute=0, second=0, microsecond=0), 1.25)
-    conn.execute('ANALYZE "LiteLLM_SpendLogs"')  # as autovacuum would: the row estimate needs it
-    proxy = FakeProxy("old")
-    port = free_port()
-    config = parse(
-        {"database": {"dsn": litellm_dsn}, "collectors": {"proxy": {"targets": [proxy.url], "timeout": "2s"}}}
-    ).with_overrides(listen=f"127.0.0.1:{port}", poll_interval="0.5s")
-    exporter = Exporter(config)
-    exporter.start()
-    stop = threading.Event()
-
-    def write_live() -> None:
-        with psycopg.connect(litellm_dsn, autocommit=True) as live:
-            live_writer = SpendWriter(live)
-            workers = ProxyRecords(live)
-            while not stop.wait(0.5):
-                end = datetime.now(timezone.utc)
-                live_writer.record(*random_requests(rng, world, 10, end - timedelta(seconds=20), end))
-                live_writer.reject(end, "/chat/completions", 401)
-                live_writer.flush(end)
-                workers.beat("worker-1", "litellm-0")
-                workers.beat("worker-2", "litellm-1")
-
-    thread = threading.Thread(target=write_live, daemon=True)
-    thread.start()
-    prometheus = Prometheus(tmp_path, port)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if prometheus.query("count(up == 1)")["data"]["result"]:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "prometheus.log").read_text()[-2000:]
-            time.sleep(0.5)
-        time.sleep(15)  # enough scrapes for every rate() window
-        yield prometheus
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-        prometheus.stop()
-        exporter.stop()
-        proxy.close()
+    """The live exporter (support.live_stack) and a real Prometheus scraping it every second."""
+    with live_exporter(litellm_dsn, conn, world, rng) as port:
+        prometheus = Prometheus(tmp_path, port)
+        try:
+            prometheus.wait_for_scrapes(15)
+            yield prometheus
+        finally:
+            prometheus.stop()
 
 
 def test_every_panel_and_alert_expression_evaluates_against_the_live_exporter(live_stack):
@@ -264,7 +156,7 @@ def test_every_panel_and_alert_expression_evaluates_against_the_live_exporter(li
     ]
     for rule in rules:
         answer = prometheus.query(rule["expr"])
-        assert answer.get("status") == "success", (rule["alert"], answer.get("error"))
+        assert answer.get("status") == "success", (rule.get("alert") or rule["record"], answer.get("error"))
     loaded = prometheus.api("rules")["data"]["groups"]
-    assert {r["name"] for g in loaded for r in g["rules"]} == {rule["alert"] for rule in rules}
+    assert {r["name"] for g in loaded for r in g["rules"]} == {rule.get("alert") or rule["record"] for rule in rules}
     assert all(r["health"] == "ok" for g in loaded for r in g["rules"])

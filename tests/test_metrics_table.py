@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from exporter.demo.writer import ProxyRecords, add_budgets
 
 from .support.exporters import make_config, parse_samples, poll, samples_of
 from .support.fake_proxy import FakeProxy
+from .support.otlp_receiver import OtlpReceiver
 
 METRICS = Path(__file__).resolve().parent.parent / "METRICS.md"
 
@@ -27,6 +30,7 @@ def test_metrics_md_is_what_the_exposition_serves(make_exporter, writer, rng, wo
     records.health_check("gpt-4o", "dep-1", healthy=True, checked_at=clock.now)
     records.window_spend("team", "team-1", "1h", clock.now, 1.0)
     proxy = FakeProxy("old")  # an older proxy reports its version: litellm_proxy_info
+    receiver = OtlpReceiver()  # a push made: the OTLP pusher's own metrics
     try:
         config = make_config(litellm_dsn)
         # Tight caps, so that the overflow entities and their label are in the exposition too.
@@ -35,9 +39,11 @@ def test_metrics_md_is_what_the_exposition_serves(make_exporter, writer, rng, wo
             config,
             usage=dataclasses.replace(config.usage, entities=entities),
             proxy=dataclasses.replace(config.proxy, targets=(proxy.url,)),
+            otlp=dataclasses.replace(config.otlp, endpoint=receiver.url),
         )
         exporter = make_exporter(config)
         poll(exporter)
+        assert exporter.pusher.push(threading.Event(), time.monotonic() + 30)
         families = exporter.runner.families()
         healthy = parse_samples(exporter.exposition.render("")[0].decode())
         reference = samples_of(families)
@@ -49,6 +55,7 @@ def test_metrics_md_is_what_the_exposition_serves(make_exporter, writer, rng, wo
         families += [f for f in exporter.runner.families() if f.name not in names]
     finally:
         proxy.close()
+        receiver.close()
     generated = table(families)
     if os.environ.get("LITELLM_EXPORTER_WRITE_METRICS"):
         METRICS.write_text(generated, encoding="utf-8")

@@ -38,11 +38,14 @@ def fetch(url: str, *, method: str = "GET", headers: dict[str, str] | None = Non
 
 
 @contextmanager
-def serving(dsn: str, poll_interval: str = "0.5s", **web: object) -> Iterator[tuple[Exporter, int]]:
-    """An exporter started in this process on a free local port, with ``web`` settings; stopped
-    afterwards."""
+def serving(
+    dsn: str, poll_interval: str = "0.5s", *, otlp: dict[str, object] | None = None, **web: object
+) -> Iterator[tuple[Exporter, int]]:
+    """An exporter started in this process on a free local port, with ``web`` (and ``otlp``)
+    settings; stopped afterwards."""
     port = free_port()
-    config = parse({"database": {"dsn": dsn}, "web": {"listen": f"127.0.0.1:{port}", **web}})
+    document = {"database": {"dsn": dsn}, "web": {"listen": f"127.0.0.1:{port}", **web}, "otlp": otlp or {}}
+    config = parse(document)
     exporter = Exporter(config.with_overrides(poll_interval=poll_interval))
     exporter.start()
     try:
