@@ -16,8 +16,9 @@ import yaml
 
 from . import __version__, listen, logs, schema, webconfig
 from .app import Exporter, stop_on_signals
-from .config import DEFAULT_LISTEN, Config, ConfigError
+from .config import Config, ConfigError
 from .config_file import DSN_VARIABLES, ENVIRONMENT, REDACTED, resolve, to_document
+from .config_schema import DEFAULT_LISTEN
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1

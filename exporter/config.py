@@ -1,8 +1,8 @@
 """Immutable runtime configuration, built from the validated YAML document.
 
-Every default is stated once, in the schema below (``ROOT``): the runtime classes have none, the
-shipped ``config.yaml`` is checked against it key by key, and the README's configuration table
-is generated from it (``python -m exporter.config_docs``).
+Every default is stated once, in the schema (``config_schema.ROOT``): the runtime classes have
+none, the shipped ``config.yaml`` is checked against it key by key, and the README's
+configuration table is generated from it (``python -m exporter.config_docs``).
 """
 
 from __future__ import annotations
@@ -15,18 +15,10 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from . import schema
+from .config_schema import ALWAYS_LIMITED, ROOT, WITHOUT_MODEL_GROUP
 from .otlp import settings as otlp_settings
 from .otlp.settings import OtlpConfig
-from .schema import Field, SchemaError
-
-DEFAULT_PORT = 8748
-DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
-
-
-# Entities whose usage is counted: each has its families, a switch and a cap.
-ENTITIES = ("key", "team", "user", "organization", "end_user", "tag", "agent", "task", "tool", "guardrail", "policy")
-# Those whose tables have no model group to label by.
-_WITHOUT_MODEL_GROUP = ("tool", "guardrail", "policy")
+from .schema import SchemaError
 
 
 class ConfigError(Exception):
@@ -84,11 +76,6 @@ class UsageConfig:
         return self.entities[name]
 
 
-BUDGET_ENTITIES = ("key", "user", "team", "organization", "end_user", "team_member", "tag", "budget_window")
-# Spend per window of multi-window budgets (LiteLLM_BudgetWindowSpend): every row has a budget.
-_ALWAYS_LIMITED = ("budget_window",)
-
-
 @dataclass(frozen=True)
 class BudgetEntityConfig:
     enabled: bool
@@ -106,11 +93,6 @@ class BudgetsConfig:
 @dataclass(frozen=True)
 class DatabaseProbeConfig:
     interval: float
-
-
-# Request latencies of LLM calls run from a quarter second to minutes.
-DEFAULT_BUCKETS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
-DEFAULT_TTFT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 
 @dataclass(frozen=True)
@@ -180,256 +162,11 @@ class Config:
         return config
 
 
-# Entities shown per usage family (each with five counters per model group, the rest summed
-# into __other__), and rows per budget family (up to nine gauges each): the README's series
-# budget adds these up for a 10k-key, 1k-team deployment.
-USAGE_MAX_SERIES = {
-    "key": 500,
-    "team": 200,
-    "user": 200,
-    "organization": 50,
-    "end_user": 500,
-    "tag": 100,
-    "agent": 50,
-    "task": 20,
-    "tool": 100,
-    "guardrail": 50,
-    "policy": 50,
-}
-BUDGET_MAX_SERIES = {
-    "key": 500,
-    "team": 500,
-    "user": 200,
-    "organization": 100,
-    "end_user": 200,
-    "team_member": 200,
-    "tag": 100,
-    "budget_window": 500,
-}
-
-
 def _validate_flag(name: str, value: Any, validator: schema.Validator) -> Any:
     try:
         return schema.validate_one(name, value, validator)
     except SchemaError as exc:
         raise ConfigError(exc.problems) from None
-
-
-def _section(fields: dict[str, Field]) -> Field:
-    """An optional section: absent means every key takes its default."""
-    return Field(schema.section(fields), {})
-
-
-def _per_entity(names: tuple[str, ...], fields: Any) -> Field:
-    return _section({name: _section(fields(name)) for name in names})
-
-
-ROOT = schema.section(
-    {
-        "database": _section(
-            {
-                "dsn": Field(
-                    schema.string(),
-                    doc="PostgreSQL URL or `key=value` connection string (the proxy's `DATABASE_URL`);"
-                    " `--dsn` overrides it; its password never appears in a log line",
-                ),
-                "min_conns": Field(schema.integer(minimum=0, maximum=100), 1, "connections the pool keeps open"),
-                "max_conns": Field(schema.integer(minimum=1, maximum=100), 4, "connections the pool opens at most"),
-                "connect_timeout": Field(
-                    schema.duration(maximum=300), 5.0, "to connect, and to wait for a pooled connection"
-                ),
-                "statement_timeout": Field(
-                    schema.duration(maximum=3600), 10.0, "enforced by the server on every query"
-                ),
-                "is_required": Field(
-                    schema.boolean(),
-                    False,
-                    "true: refuse to start while the database is unreachable; false: start, report"
-                    " `litellm_db_up 0`, recover by itself",
-                ),
-            }
-        ),
-        "web": _section(
-            {
-                "listen": Field(
-                    schema.listen_address(),
-                    DEFAULT_LISTEN,
-                    "address to serve on (localhost only unless you say otherwise; `:8748` for every interface)",
-                ),
-                "config_file": Field(
-                    schema.string(),
-                    None,
-                    "TLS and basic auth, in the exporter-toolkit format (see [Security](#security))",
-                ),
-                "enable_lifecycle": Field(schema.boolean(), False, "accept `POST /-/reload`"),
-                "max_connections": Field(
-                    schema.integer(minimum=1, maximum=10000),
-                    1024,
-                    "connections held at once, idle ones included; past it new ones are refused",
-                ),
-                "request_timeout": Field(
-                    schema.duration(maximum=300),
-                    10.0,
-                    "a connection whose request (TLS handshake and head) has not arrived this long after"
-                    " it connected is closed",
-                ),
-            }
-        ),
-        "collectors": _section(
-            {
-                "max_gauge_age": Field(
-                    schema.duration(), 300.0, "gauges older than this are dropped while their collector fails"
-                ),
-                "usage": _section(
-                    {
-                        "interval": Field(schema.duration(), 30.0, "how often the usage counters are polled"),
-                        "late_margin": Field(
-                            schema.duration(maximum=7 * 86400),
-                            3600.0,
-                            "daily rows dated on or after the date of (now minus this), UTC, are summed again on"
-                            " every poll: today's, and yesterday's for this long after midnight",
-                        ),
-                        "resync_interval": Field(
-                            schema.duration(minimum=1),
-                            3600.0,
-                            "how often the days of `look_back` are summed again and the shown entities chosen"
-                            " again, aligned to the clock",
-                        ),
-                        "look_back": Field(
-                            schema.duration(maximum=366 * 86400),
-                            2 * 86400.0,
-                            "at each resync, the rows of this many days before the window (whole days) are"
-                            " summed again, for the late flushes and retried batches that still land on them;"
-                            " older rows are read only by a full re-read",
-                        ),
-                        "full_resync_interval": Field(
-                            schema.duration(minimum=1),
-                            86400.0,
-                            "how often every table is read again in full (as at start-up, SIGHUP or"
-                            " /-/reload), aligned to the clock: what changed before the look-back counts then",
-                        ),
-                        "read_connections": Field(
-                            schema.integer(minimum=1, maximum=16),
-                            2,
-                            "connections a full read uses at once, each reading whole tables, within one"
-                            " snapshot; those beyond the first are opened for the full read and closed after it",
-                        ),
-                        "global_max_series": Field(
-                            schema.integer(minimum=1),
-                            100,
-                            "model groups the global families show, the top by all-time spend; the rest are"
-                            " summed into `__other__`",
-                        ),
-                        "source": Field(
-                            schema.choice("auto", "daily_tables", "spend_logs"),
-                            "auto",
-                            "`auto`: each daily table where this LiteLLM has it with every measure, else counters"
-                            " derived from `LiteLLM_SpendLogs`; `daily_tables` or `spend_logs`: only that",
-                        ),
-                        "spend_logs_late_margin": Field(
-                            schema.duration(maximum=86400),
-                            600.0,
-                            "spend-log rows are summed again on every poll while their `startTime` is within this"
-                            " of the last resync, or later",
-                        ),
-                        "entities": _per_entity(
-                            ENTITIES,
-                            lambda name: {
-                                "enabled": Field(schema.boolean(), True, "export this entity's usage families"),
-                                **(
-                                    {}
-                                    if name in _WITHOUT_MODEL_GROUP
-                                    else {
-                                        "model_group": Field(
-                                            schema.boolean(), name != "end_user", "add a `model_group` label"
-                                        )
-                                    }
-                                ),
-                                "max_series": Field(
-                                    schema.integer(minimum=1),
-                                    USAGE_MAX_SERIES[name],
-                                    "entities (ids) the family shows, the top by all-time spend, each whole; the"
-                                    " rest are summed into `__other__` (see [Series budget](#series-budget))",
-                                ),
-                            },
-                        ),
-                    }
-                ),
-                "budgets": _section(
-                    {
-                        "interval": Field(schema.duration(), 30.0, "how often the budget gauges are read"),
-                        "entities": _per_entity(
-                            BUDGET_ENTITIES,
-                            lambda name: {
-                                "enabled": Field(schema.boolean(), True, "export this entity's budget gauges"),
-                                **(
-                                    {}
-                                    if name in _ALWAYS_LIMITED
-                                    else {
-                                        "only_with_limits": Field(
-                                            schema.boolean(),
-                                            True,
-                                            "only rows with a budget, a limit, an expiry or a block",
-                                        )
-                                    }
-                                ),
-                                "max_series": Field(
-                                    schema.integer(minimum=1),
-                                    BUDGET_MAX_SERIES[name],
-                                    "rows exported, the top by spend in the current period, each with all its gauges",
-                                ),
-                            },
-                        ),
-                    }
-                ),
-                "latency": _section(
-                    {
-                        "enabled": Field(schema.boolean(), True, "the latency histograms"),
-                        "interval": Field(schema.duration(), 30.0, "how often they are polled"),
-                        "late_margin": Field(
-                            schema.duration(maximum=86400),
-                            600.0,
-                            "how late a spend-log row may land and still be counted",
-                        ),
-                        "buckets": Field(
-                            schema.buckets(), list(DEFAULT_BUCKETS), "request-duration histogram bounds, in seconds"
-                        ),
-                        "ttft_buckets": Field(
-                            schema.buckets(),
-                            list(DEFAULT_TTFT_BUCKETS),
-                            "time-to-first-token histogram bounds, in seconds",
-                        ),
-                    }
-                ),
-                "proxy": _section(
-                    {
-                        "targets": Field(schema.url_list(), [], "LiteLLM proxy base URLs to probe"),
-                        "timeout": Field(schema.duration(maximum=5), 5.0, "per-probe limit (at most 5s)"),
-                        "interval": Field(schema.duration(), 15.0, "how often the proxies are probed"),
-                    }
-                ),
-                "database": _section({"interval": Field(schema.duration(), 15.0, "how often the database is probed")}),
-                "proxy_state": _section(
-                    {
-                        "enabled": Field(
-                            schema.boolean(),
-                            True,
-                            "the proxy's workers (`LiteLLM_ProxyWorkerHeartbeat`) and model deployments' latest"
-                            " health checks (`LiteLLM_HealthCheckTable`), where this LiteLLM has them",
-                        ),
-                        "interval": Field(schema.duration(), 15.0, "how often they are read"),
-                        "max_deployments": Field(
-                            schema.integer(minimum=1),
-                            500,
-                            "model deployments whose latest health check is exported, the most recently checked",
-                        ),
-                    }
-                ),
-            }
-        ),
-        "otlp": Field(otlp_settings.SECTION, {}),
-    }
-)
 
 
 def defaults(dsn: str) -> Config:
@@ -485,13 +222,24 @@ def parse(document: Any) -> Config:
             source=usage["source"],
             spend_logs_late_margin=usage["spend_logs_late_margin"],
             entities={
-                name: EntityConfig(**{"model_group": False, **values}) for name, values in usage["entities"].items()
+                name: EntityConfig(
+                    enabled=values["enabled"],
+                    # Their tables have no model group: not a default, a fact of the entity.
+                    model_group=name not in WITHOUT_MODEL_GROUP and values["model_group"],
+                    max_series=values["max_series"],
+                )
+                for name, values in usage["entities"].items()
             },
         ),
         budgets=BudgetsConfig(
             interval=budgets["interval"],
             entities={
-                name: BudgetEntityConfig(**{"only_with_limits": True, **values})
+                name: BudgetEntityConfig(
+                    enabled=values["enabled"],
+                    # Every row of theirs has a budget.
+                    only_with_limits=name in ALWAYS_LIMITED or values["only_with_limits"],
+                    max_series=values["max_series"],
+                )
                 for name, values in budgets["entities"].items()
             },
         ),

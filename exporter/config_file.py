@@ -15,7 +15,8 @@ import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from . import schema
-from .config import ROOT, Config, ConfigError, parse
+from .config import Config, ConfigError, parse
+from .config_schema import ROOT
 from .otlp.settings import apply_environment
 
 # Where the database comes from when neither --dsn nor a configuration file names it, in this

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from . import __version__
+from .causes import Causes
 from .collectors.base import Collector
 from .config import Config
 from .db import Database
@@ -36,28 +37,6 @@ class _State:
     failing_reason: Reason | None = None
     last_poll: float | None = None  # wall-clock time the last poll finished
     last_error: str | None = None  # the last failed poll's reason and message, until one succeeds
-
-
-class _Causes:
-    """Which cause of failure each part is failing with, so that a cause that several
-    collectors share (the database is down) is logged once, not once per collector."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._by_part: dict[str, str] = {}
-
-    def failing(self, part: str, cause: str) -> bool:
-        """``part`` fails with ``cause``; True when that is news (no other part has it now)."""
-        with self._lock:
-            before = self._by_part.get(part)
-            self._by_part[part] = cause
-            return before != cause and sum(1 for c in self._by_part.values() if c == cause) == 1
-
-    def recovered(self, part: str) -> str | None:
-        """``part`` no longer fails; the cause it had when no other part still has it."""
-        with self._lock:
-            cause = self._by_part.pop(part, None)
-            return cause if cause is not None and cause not in self._by_part.values() else None
 
 
 @dataclass(frozen=True)
@@ -106,7 +85,7 @@ class Runner:
         # fixed schedule, and wakes every collector the moment it answers.
         self._database_down = threading.Event()
         self._database_problem: str | None = None
-        self._causes = _Causes()
+        self._causes = Causes()
         # Why a connection cannot be made, asked once for every collector that fails at once.
         self._cause_lock = threading.Lock()
         self._cause_checked: tuple[float, str | None] | None = None

@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from exporter.cli import main
-from exporter.config import DEFAULT_PORT, ConfigError, parse
+from exporter.config import ConfigError, parse
 from exporter.config_file import DSN_VARIABLES, load
+from exporter.config_schema import DEFAULT_PORT
 
 REPO = Path(__file__).resolve().parent.parent
 DSN = "postgresql://exporter@db.invalid:5432/litellm"
@@ -245,8 +246,8 @@ def _keys(document: dict, prefix: str = "") -> set[str]:
 
 def test_shipped_config_states_every_key_at_its_schema_default():
     from exporter import schema
-    from exporter.config import ROOT
     from exporter.config_docs import leaves
+    from exporter.config_schema import ROOT
 
     document = yaml.safe_load((REPO / "config.yaml").read_text())
     stated = dict(leaves(ROOT))

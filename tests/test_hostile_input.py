@@ -263,7 +263,7 @@ def with_value(path, value) -> dict:
 
 
 def test_every_key_of_the_schema_is_fuzzed():
-    from exporter.config import ROOT
+    from exporter.config_schema import ROOT
 
     paths = list(leaf_paths(ROOT))
     assert ("collectors", "usage", "entities", "team", "max_series") in paths
@@ -273,7 +273,7 @@ def test_every_key_of_the_schema_is_fuzzed():
 @settings(max_examples=400, deadline=None)
 @given(data=st.data())
 def test_any_value_for_any_key_is_valid_or_one_line_naming_it(data):
-    from exporter.config import ROOT
+    from exporter.config_schema import ROOT
 
     path = data.draw(st.sampled_from(list(leaf_paths(ROOT))))
     value = data.draw(values)
@@ -296,7 +296,7 @@ def test_any_value_for_any_key_is_valid_or_one_line_naming_it(data):
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_value_for_any_key_in_a_file_exits_0_or_2_in_lines_without_a_traceback(data, tmp_path_factory, capsys):
-    from exporter.config import ROOT
+    from exporter.config_schema import ROOT
 
     path = data.draw(st.sampled_from(list(leaf_paths(ROOT))))
     document = with_value(path, data.draw(values))

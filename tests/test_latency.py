@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import psycopg
 
-from exporter.config import DEFAULT_BUCKETS, DEFAULT_TTFT_BUCKETS
+from exporter.config_schema import DEFAULT_BUCKETS, DEFAULT_TTFT_BUCKETS
 from exporter.demo.traffic import random_requests
 
 from .support.exporters import poll, scrape

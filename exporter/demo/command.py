@@ -24,7 +24,8 @@ import psycopg
 
 from .. import listen, schema
 from ..app import Exporter, stop_on_signals
-from ..config import DEFAULT_PORT, Config, ConfigError, parse
+from ..config import Config, ConfigError, parse
+from ..config_schema import DEFAULT_PORT
 from ..db import redact_dsn
 from .schema import SchemaPackageMissing, apply_migrations, migration_files
 from .scratch import EmbeddedUnavailable, create_database, drop_database, embedded_postgres

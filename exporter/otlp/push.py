@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import __version__
+from ..causes import Causes
 from ..errors import PushFailure, classify_push
 from ..families import Family, build, gauge
 from .settings import SERVICE_NAME, OtlpConfig
@@ -76,7 +77,7 @@ class Pusher:
         self.last_push: float | None = None
         self.last_success: float | None = None
         self.last_error: str | None = None
-        self._failing: str | None = None
+        self._causes = Causes()
 
     @property
     def config(self) -> OtlpConfig:
@@ -188,10 +189,11 @@ class Pusher:
             else:
                 self.failures[outcome.failure] += 1
                 self.last_error = f"{outcome.failure.value}: {outcome.detail}"
-            cause, self._failing = self._failing, (self.last_error if outcome.failure else None)
-        if outcome.failure is not None and cause != self.last_error:
-            log.warning("otlp: push to %s failed: %s", where, self.last_error)
-        elif outcome.failure is None and cause is not None:
+            error = self.last_error
+        if error is not None:
+            if self._causes.failing("otlp", error):
+                log.warning("otlp: push to %s failed: %s", where, error)
+        elif self._causes.recovered("otlp") is not None:
             log.info("otlp: push to %s works again", where)
         if rejected:
             log.warning("otlp: %s rejected %d of %d data points: %s", where, rejected, points, why or "no reason given")
