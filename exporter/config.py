@@ -15,7 +15,8 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from . import schema
-from .config_schema import ALWAYS_LIMITED, ROOT, WITHOUT_MODEL_GROUP
+from .config_schema import ROOT
+from .entities import BY_NAME
 from .otlp import settings as otlp_settings
 from .otlp.settings import OtlpConfig
 from .schema import SchemaError
@@ -225,7 +226,7 @@ def parse(document: Any) -> Config:
                 name: EntityConfig(
                     enabled=values["enabled"],
                     # Their tables have no model group: not a default, a fact of the entity.
-                    model_group=name not in WITHOUT_MODEL_GROUP and values["model_group"],
+                    model_group=BY_NAME[name].model_group is not None and values["model_group"],
                     max_series=values["max_series"],
                 )
                 for name, values in usage["entities"].items()
@@ -237,7 +238,7 @@ def parse(document: Any) -> Config:
                 name: BudgetEntityConfig(
                     enabled=values["enabled"],
                     # Every row of theirs has a budget.
-                    only_with_limits=name in ALWAYS_LIMITED or values["only_with_limits"],
+                    only_with_limits=BY_NAME[name].always_limited or values["only_with_limits"],
                     max_series=values["max_series"],
                 )
                 for name, values in budgets["entities"].items()

@@ -6,9 +6,10 @@ it key by key.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 from . import schema
+from .entities import BUDGETS, USAGE, Entity
 from .otlp import settings as otlp_settings
 from .schema import Field
 
@@ -16,48 +17,9 @@ DEFAULT_PORT = 8748
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
 
 
-# Entities whose usage is counted: each has its families, a switch and a cap.
-ENTITIES = ("key", "team", "user", "organization", "end_user", "tag", "agent", "task", "tool", "guardrail", "policy")
-# Those whose tables have no model group to label by.
-WITHOUT_MODEL_GROUP = ("tool", "guardrail", "policy")
-
-
-BUDGET_ENTITIES = ("key", "user", "team", "organization", "end_user", "team_member", "tag", "budget_window")
-# Spend per window of multi-window budgets (LiteLLM_BudgetWindowSpend): every row has a budget.
-ALWAYS_LIMITED = ("budget_window",)
-
-
 # Request latencies of LLM calls run from a quarter second to minutes.
 DEFAULT_BUCKETS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 DEFAULT_TTFT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
-
-
-# Entities shown per usage family (each with five counters per model group, the rest summed
-# into __other__), and rows per budget family (up to nine gauges each): the README's series
-# budget adds these up for a 10k-key, 1k-team deployment.
-USAGE_MAX_SERIES = {
-    "key": 500,
-    "team": 200,
-    "user": 200,
-    "organization": 50,
-    "end_user": 500,
-    "tag": 100,
-    "agent": 50,
-    "task": 20,
-    "tool": 100,
-    "guardrail": 50,
-    "policy": 50,
-}
-BUDGET_MAX_SERIES = {
-    "key": 500,
-    "team": 500,
-    "user": 200,
-    "organization": 100,
-    "end_user": 200,
-    "team_member": 200,
-    "tag": 100,
-    "budget_window": 500,
-}
 
 
 def _section(fields: dict[str, Field]) -> Field:
@@ -65,8 +27,17 @@ def _section(fields: dict[str, Field]) -> Field:
     return Field(schema.section(fields), {})
 
 
-def _per_entity(names: tuple[str, ...], fields: Any) -> Field:
-    return _section({name: _section(fields(name)) for name in names})
+def _per_entity(entities: tuple[Entity, ...], fields: Callable[[Entity], dict[str, Field]]) -> Field:
+    return _section({entity.name: _section(fields(entity)) for entity in entities})
+
+
+def _entity_fields(switch: str, flag: Field | None, flag_name: str, cap: int | None, cap_doc: str) -> dict[str, Field]:
+    """An entity's keys: its switch, the flag it has where it applies, and its cap."""
+    return {
+        "enabled": Field(schema.boolean(), True, switch),
+        **({flag_name: flag} if flag is not None else {}),
+        "max_series": Field(schema.integer(minimum=1), cap, cap_doc),
+    }
 
 
 ROOT = schema.section(
@@ -178,25 +149,17 @@ ROOT = schema.section(
                             " of the last resync, or later",
                         ),
                         "entities": _per_entity(
-                            ENTITIES,
-                            lambda name: {
-                                "enabled": Field(schema.boolean(), True, "export this entity's usage families"),
-                                **(
-                                    {}
-                                    if name in WITHOUT_MODEL_GROUP
-                                    else {
-                                        "model_group": Field(
-                                            schema.boolean(), name != "end_user", "add a `model_group` label"
-                                        )
-                                    }
-                                ),
-                                "max_series": Field(
-                                    schema.integer(minimum=1),
-                                    USAGE_MAX_SERIES[name],
-                                    "entities (ids) the family shows, the top by all-time spend, each whole; the"
-                                    " rest are summed into `__other__` (see [Series budget](#series-budget))",
-                                ),
-                            },
+                            USAGE,
+                            lambda entity: _entity_fields(
+                                "export this entity's usage families",
+                                None
+                                if entity.model_group is None
+                                else Field(schema.boolean(), entity.model_group, "add a `model_group` label"),
+                                "model_group",
+                                entity.usage_max_series,
+                                "entities (ids) the family shows, the top by all-time spend, each whole; the"
+                                " rest are summed into `__other__` (see [Series budget](#series-budget))",
+                            ),
                         ),
                     }
                 ),
@@ -204,26 +167,18 @@ ROOT = schema.section(
                     {
                         "interval": Field(schema.duration(), 30.0, "how often the budget gauges are read"),
                         "entities": _per_entity(
-                            BUDGET_ENTITIES,
-                            lambda name: {
-                                "enabled": Field(schema.boolean(), True, "export this entity's budget gauges"),
-                                **(
-                                    {}
-                                    if name in ALWAYS_LIMITED
-                                    else {
-                                        "only_with_limits": Field(
-                                            schema.boolean(),
-                                            True,
-                                            "only rows with a budget, a limit, an expiry or a block",
-                                        )
-                                    }
+                            BUDGETS,
+                            lambda entity: _entity_fields(
+                                "export this entity's budget gauges",
+                                None
+                                if entity.always_limited
+                                else Field(
+                                    schema.boolean(), True, "only rows with a budget, a limit, an expiry or a block"
                                 ),
-                                "max_series": Field(
-                                    schema.integer(minimum=1),
-                                    BUDGET_MAX_SERIES[name],
-                                    "rows exported, the top by spend in the current period, each with all its gauges",
-                                ),
-                            },
+                                "only_with_limits",
+                                entity.budget_max_series,
+                                "rows exported, the top by spend in the current period, each with all its gauges",
+                            ),
                         ),
                     }
                 ),

@@ -19,6 +19,7 @@ from .. import catalog
 from ..cardinality import CapReport
 from ..config import BudgetsConfig, Config
 from ..db import CommitWatch, Database
+from ..entities import BY_NAME, KEY_HASH_LENGTH
 from ..families import Family, build
 from .base import Collector
 
@@ -79,7 +80,7 @@ SPECS = (
         "key",
         "virtual key",
         ("key_hash", "key_alias", "team_id"),
-        ("left(e.token, 12)", "coalesce(e.key_alias, '')", "coalesce(e.team_id, '')"),
+        (f"left(e.token, {KEY_HASH_LENGTH})", "coalesce(e.key_alias, '')", "coalesce(e.team_id, '')"),
         "LiteLLM_VerificationToken",
         "e.spend",
         "coalesce(e.max_budget, b.max_budget)",
@@ -228,11 +229,7 @@ class BudgetsCollector(Collector):
     def reconfigure(self, config: Config) -> None:
         self._config = config.budgets
         self.interval = config.budgets.interval
-        self._caps.forget(
-            "litellm_budget_window" if name == "budget_window" else f"litellm_{name}_budget"
-            for name, e in self._config.entities.items()
-            if not e.enabled
-        )
+        self._caps.forget(BY_NAME[name].budget_family for name, e in self._config.entities.items() if not e.enabled)
         self._commits.forget()
 
     def poll(self, db: Database) -> list[Family]:
@@ -253,11 +250,11 @@ class BudgetsCollector(Collector):
                         tuple(str(v) for v in row[: len(spec.labels)]): row[len(spec.labels) : -1] for row in found_rows
                     }
                     total = found_rows[0][-1] if found_rows else 0
-                    over[f"litellm_{spec.entity}_budget"] = total - len(found_rows)
+                    over[BY_NAME[spec.entity].budget_family] = total - len(found_rows)
                     families += _families(spec, rows)
             windows = self._config.entities["budget_window"]
             if windows.enabled and WINDOW_TABLE in found:
-                window_families, over["litellm_budget_window"] = self._windows(conn, windows.max_series)
+                window_families, over[BY_NAME["budget_window"].budget_family] = self._windows(conn, windows.max_series)
                 families += window_families
         for family, count in over.items():
             self._caps.over_cap(family, count)
@@ -326,7 +323,7 @@ def _families(spec: _Spec, rows: dict[tuple[str, ...], tuple[float | None, ...]]
         # A family the entity cannot have (a user's soft budget, a tag's expiry) is left out.
         if not found and not _applies(spec, name):
             continue
-        families.append(build(f"litellm_{spec.entity}_{name}", docs[name], "gauge", spec.labels, found))
+        families.append(build(f"{BY_NAME[spec.entity].family}_{name}", docs[name], "gauge", spec.labels, found))
     return families
 
 

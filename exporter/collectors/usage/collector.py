@@ -46,6 +46,7 @@ from ...cardinality import CapReport
 from ...catalog import SPEND_LOGS
 from ...config import Config, UsageConfig
 from ...db import CommitWatch, Database, SnapshotUnavailable
+from ...entities import BY_NAME
 from ...families import Family
 from ..base import Collector
 from .engine import Progress, Reader, hash_aggregates, read_window
@@ -114,7 +115,7 @@ class UsageCollector(Collector):
         # A reload (SIGHUP, /-/reload) reads everything again: what an operator asks for when
         # something was changed by hand, and what a change of cuts or caps needs.
         self.request_resync()
-        self._caps.forget(f"litellm_{name}" for name, entity in config.usage.entities.items() if not entity.enabled)
+        self._caps.forget(BY_NAME[name].family for name, entity in config.usage.entities.items() if not entity.enabled)
 
     def request_resync(self, *, full: bool = True) -> None:
         """Make the next poll read every table in full (or, not ``full``, resync: read the

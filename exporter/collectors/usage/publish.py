@@ -16,10 +16,11 @@ from psycopg import sql
 from ... import catalog
 from ...cardinality import OTHER, OVERFLOW_LABEL
 from ...config import UsageConfig
+from ...entities import BY_NAME, KEY_HASH_LENGTH
 from ...families import Family, build
 from .queries import View
 from .state import Membership, SourceState
-from .tables import ALL_SOURCES, ENTITY_SOURCES, SUMS_TYPE, USER_SOURCE, Group, Sums
+from .tables import ALL_SOURCES, ENTITY_SOURCES, SUMS_TYPE, USER_SOURCE, Group, Source, Sums
 
 # Where the labels of ids come from: aliases and a key's team.
 METADATA_TABLES = (
@@ -163,7 +164,7 @@ class Publisher:
     def _id_labels(self, kind: str | None, entity: str) -> tuple[str, ...]:
         if kind == "key":
             alias, team = self._aliases.keys.get(entity, ("", ""))
-            return (sys.intern(entity[:12]), alias, team)
+            return (sys.intern(entity[:KEY_HASH_LENGTH]), alias, team)
         if kind == "team":
             return (entity, self._aliases.teams.get(entity, ""))
         if kind == "organization":
@@ -210,7 +211,7 @@ class Publisher:
             current = series.get(key)
             if current is None:
                 series[key] = values
-            else:  # two keys whose hashes share their first 12 characters: one series
+            else:  # two keys whose hashes share their first characters: one series
                 for k, value in enumerate(values):
                     current[k] += value
         # A counter must never go down; the tables only shrink when rows are deleted by hand or
@@ -256,12 +257,12 @@ def _latest_updates(states: dict[str, SourceState]) -> Family:
 def _source_info(states: dict[str, SourceState], config: UsageConfig) -> Family:
     """Which table each usage family is read from, or "none" where this schema has none."""
     samples = []
-    by_family = {"litellm": USER_SOURCE, "litellm_key": USER_SOURCE, "litellm_user": USER_SOURCE}
-    by_family.update({f"litellm_{entity}": source for entity, source in ENTITY_SOURCES.items()})
-    for family, source in by_family.items():
-        entity = family.removeprefix("litellm_")
-        if entity != "litellm" and not config.entity(entity).enabled:
+    by_entity: dict[str | None, Source] = {None: USER_SOURCE, "key": USER_SOURCE, "user": USER_SOURCE}
+    by_entity.update(ENTITY_SOURCES)
+    for entity, source in by_entity.items():
+        if entity is not None and not config.entity(entity).enabled:
             continue
+        family = BY_NAME[entity].family if entity is not None else "litellm"
         state = states.get(source.table)
         samples.append(((family, state.reading.table if state else "none"), 1.0))
     return build(

@@ -8,6 +8,8 @@ from array import array
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from ...entities import BY_NAME
+
 Group = tuple[str, ...]
 # A series' sums, one per measure, then the rows summed: whole numbers of each measure's unit
 # (``Measure.units``), so that a sum is the same however the rows were split between reads
@@ -144,7 +146,7 @@ def _entity_source(table: str, entity: str, id_name: str, id_column: str, log_co
     return Source(
         table,
         ((id_name, id_column), ("model_group", "model_group")),
-        (ViewSpec(f"litellm_{entity}", id_name, (), entity),),
+        (ViewSpec(BY_NAME[entity].family, id_name, (), entity),),
         ((id_name, log_column), ("model_group", "model_group")) if log_column else None,
         **kw,
     )
@@ -161,8 +163,8 @@ USER_SOURCE = Source(
     ),
     (
         ViewSpec("litellm", "model_group", ("model", "provider")),
-        ViewSpec("litellm_key", "api_key", (), "key"),
-        ViewSpec("litellm_user", "user_id", (), "user"),
+        ViewSpec(BY_NAME["key"].family, "api_key", (), "key"),
+        ViewSpec(BY_NAME["user"].family, "user_id", (), "user"),
     ),
     (
         ("user_id", "user"),
@@ -205,7 +207,7 @@ def _checks(table: str, id_name: str, entity: str) -> Source:
     return Source(
         table,
         ((id_name, id_name),),
-        (ViewSpec(f"litellm_{entity}", id_name, (), entity),),
+        (ViewSpec(BY_NAME[entity].family, id_name, (), entity),),
         measures=(
             Measure("requests_evaluated", "requests_evaluated", f"Requests the {entity} evaluated"),
             Measure("passed_count", "requests_passed", f"Requests the {entity} passed"),
@@ -230,9 +232,12 @@ ACTIVITY_SOURCES = (
         ),
         (
             ViewSpec("litellm", "model_group", ("status_code",), name="litellm_request_errors"),
-            ViewSpec("litellm_key", "api_key", ("status_code",), "key", "litellm_key_request_errors"),
-            ViewSpec("litellm_team", "team_id", ("status_code",), "team", "litellm_team_request_errors"),
-            ViewSpec("litellm_user", "user_id", ("status_code",), "user", "litellm_user_request_errors"),
+            *(
+                ViewSpec(
+                    BY_NAME[entity].family, column, ("status_code",), entity, f"{BY_NAME[entity].family}_request_errors"
+                )
+                for entity, column in (("key", "api_key"), ("team", "team_id"), ("user", "user_id"))
+            ),
         ),
         measures=(_ERRORS,),
         required=("failed_requests",),
@@ -270,14 +275,14 @@ ACTIVITY_SOURCES = (
     Source(
         "LiteLLM_DailyModelUsage",
         (("task_type", "task_type"), ("model_group", "model_group")),
-        (ViewSpec("litellm_task", "task_type", (), "task"),),
+        (ViewSpec(BY_NAME["task"].family, "task_type", (), "task"),),
         measures=_MODEL_USAGE,
         required=("spend", "request_count"),
     ),
     Source(
         "LiteLLM_DailyToolSpend",
         (("tool", "tool_name"),),
-        (ViewSpec("litellm_tool", "tool", (), "tool"),),
+        (ViewSpec(BY_NAME["tool"].family, "tool", (), "tool"),),
         measures=(
             Measure("spend", "spend_usd", "Spend in US dollars of requests that called the tool", money=True),
             Measure("total_tokens", "tokens", "Tokens of requests that called the tool"),
@@ -290,7 +295,11 @@ ACTIVITY_SOURCES = (
     Source(
         "LiteLLM_DailyGuardrailUsageUnits",
         (("guardrail_id", "guardrail_id"), ("usage_unit", "usage_unit")),
-        (ViewSpec("litellm_guardrail", "guardrail_id", ("usage_unit",), "guardrail", "litellm_guardrail_usage"),),
+        (
+            ViewSpec(
+                BY_NAME["guardrail"].family, "guardrail_id", ("usage_unit",), "guardrail", "litellm_guardrail_usage"
+            ),
+        ),
         measures=(
             Measure("units", "usage_units", "Units of guardrail usage billed by the provider"),
             Measure("untracked_units", "untracked_usage_units", "Units of guardrail usage with no known price"),
