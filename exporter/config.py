@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -17,9 +17,10 @@ from psycopg.conninfo import conninfo_to_dict
 from . import schema
 from .config_schema import ROOT
 from .entities import BY_NAME
-from .otlp import settings as otlp_settings
 from .otlp.settings import OtlpConfig
 from .schema import SchemaError
+
+_T = TypeVar("_T")
 
 
 class ConfigError(Exception):
@@ -155,10 +156,7 @@ class Config:
             seconds = _validate_flag(flag, poll_interval, schema.duration())
             config = dataclasses.replace(
                 config,
-                **{
-                    name: dataclasses.replace(getattr(config, name), interval=seconds)
-                    for name in ("usage", "budgets", "database_probe", "latency", "proxy", "proxy_state")
-                },
+                **{name: dataclasses.replace(getattr(config, name), interval=seconds) for name in polled_sections()},
             )
         return config
 
@@ -200,56 +198,75 @@ def parse(document: Any) -> Config:
             ]
         )
     collectors = raw["collectors"]
-    usage, budgets, latency = collectors["usage"], collectors["budgets"], collectors["latency"]
     host, port = raw["web"]["listen"]
+    usage, budgets = collectors["usage"], collectors["budgets"]
     return Config(
-        database=DatabaseConfig(**database),
-        web=WebConfig(
-            host=host,
-            port=port,
-            config_file=raw["web"]["config_file"],
-            enable_lifecycle=raw["web"]["enable_lifecycle"],
-            max_connections=raw["web"]["max_connections"],
-            request_timeout=raw["web"]["request_timeout"],
-        ),
-        usage=UsageConfig(
-            interval=usage["interval"],
-            late_margin=usage["late_margin"],
-            resync_interval=usage["resync_interval"],
-            look_back=usage["look_back"],
-            full_resync_interval=usage["full_resync_interval"],
-            read_connections=usage["read_connections"],
-            global_max_series=usage["global_max_series"],
-            source=usage["source"],
-            spend_logs_late_margin=usage["spend_logs_late_margin"],
+        database=_build(DatabaseConfig, database),
+        web=_build(WebConfig, raw["web"], host=host, port=port),
+        usage=_build(
+            UsageConfig,
+            usage,
             entities={
-                name: EntityConfig(
-                    enabled=values["enabled"],
-                    # Their tables have no model group: not a default, a fact of the entity.
-                    model_group=BY_NAME[name].model_group is not None and values["model_group"],
-                    max_series=values["max_series"],
+                # A model_group label only where the entity's tables have a model group.
+                name: _build(
+                    EntityConfig, values, model_group=BY_NAME[name].model_group is not None and values["model_group"]
                 )
                 for name, values in usage["entities"].items()
             },
         ),
-        budgets=BudgetsConfig(
-            interval=budgets["interval"],
+        budgets=_build(
+            BudgetsConfig,
+            budgets,
             entities={
-                name: BudgetEntityConfig(
-                    enabled=values["enabled"],
-                    # Every row of theirs has a budget.
+                # Only rows with limits, unless every row of the entity has a budget.
+                name: _build(
+                    BudgetEntityConfig,
+                    values,
                     only_with_limits=BY_NAME[name].always_limited or values["only_with_limits"],
-                    max_series=values["max_series"],
                 )
                 for name, values in budgets["entities"].items()
             },
         ),
-        database_probe=DatabaseProbeConfig(**collectors["database"]),
-        latency=LatencyConfig(
-            **{**latency, "buckets": tuple(latency["buckets"]), "ttft_buckets": tuple(latency["ttft_buckets"])}
-        ),
-        proxy=ProxyConfig(**{**collectors["proxy"], "targets": tuple(collectors["proxy"]["targets"])}),
-        proxy_state=ProxyStateConfig(**collectors["proxy_state"]),
+        database_probe=_build(DatabaseProbeConfig, collectors[_RENAMED["database_probe"]]),
+        latency=_build(LatencyConfig, collectors["latency"]),
+        proxy=_build(ProxyConfig, collectors["proxy"]),
+        proxy_state=_build(ProxyStateConfig, collectors["proxy_state"]),
         max_gauge_age=collectors["max_gauge_age"],
-        otlp=otlp_settings.from_raw(raw["otlp"]),
+        otlp=_build(OtlpConfig, raw["otlp"]),
+    )
+
+
+# The runtime configuration is the document's shape, but for these: the collectors' sections
+# (and max_gauge_age) sit at its top, the database probe's section is ``database_probe``, and
+# ``web.listen`` is ``web.host`` and ``web.port``.
+_RENAMED = {"database_probe": "database"}
+
+
+def _build(cls: type[_T], raw: dict[str, Any], **given: Any) -> _T:
+    """A runtime section from its validated keys, by name (lists as tuples: it is immutable)."""
+    values = {f.name: given[f.name] if f.name in given else raw[f.name] for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{name: tuple(v) if isinstance(v, list) else v for name, v in values.items()})
+
+
+def value_at(config: Config, path: tuple[str, ...]) -> Any:
+    """The runtime value of the document's key at ``path`` (``collectors.usage.interval``), as
+    the schema validated it: what ``--print-config`` writes back."""
+    if path == ("web", "listen"):
+        return (config.web.host, config.web.port)
+    if path[0] == "collectors":
+        renamed = {document: runtime for runtime, document in _RENAMED.items()}
+        path = (renamed.get(path[1], path[1]), *path[2:])
+    node: Any = config
+    for key in path:
+        node = node[key] if isinstance(node, dict) else getattr(node, key)
+    return tuple(node) if isinstance(node, list) else node
+
+
+def polled_sections() -> tuple[str, ...]:
+    """The runtime sections of the collectors: those of the schema's ``collectors`` with an interval."""
+    collectors = schema.subsection(ROOT, "collectors")
+    return tuple(
+        {document: runtime for runtime, document in _RENAMED.items()}.get(name, name)
+        for name, field in collectors.fields.items()
+        if isinstance(field.validate, schema.Section) and "interval" in field.validate.fields
     )

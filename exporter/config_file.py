@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from . import schema
-from .config import Config, ConfigError, parse
+from .config import Config, ConfigError, parse, value_at
 from .config_schema import ROOT
 from .otlp.settings import apply_environment
 
@@ -131,86 +132,40 @@ def redact(dsn: str) -> str:
     return make_conninfo("", **params)
 
 
+def _each(redactor: Callable[[str], str]) -> Callable[[Any], Any]:
+    return lambda values: [redactor(value) for value in values]
+
+
+def _names_only(pairs: str) -> str:
+    """Header values are often credentials: their names are kept, their values never shown."""
+    return ",".join(f"{item.partition('=')[0]}={REDACTED}" for item in pairs.split(",") if item)
+
+
+# The keys that may hold a secret, and how --print-config hides it (the database's is written as
+# it was given: a variable is named, never expanded).
+SECRETS: dict[str, Callable[[Any], Any]] = {
+    "collectors.proxy.targets": _each(redact),
+    "otlp.headers": _names_only,
+}
+
+
 def to_document(config: Config, dsn: str) -> dict[str, Any]:
-    """The configuration as a YAML document that ``parse`` turns back into it: every key, with
-    the database as written where it came from (a password redacted)."""
+    """The configuration as a YAML document that ``parse`` turns back into it: every key of the
+    schema, each as its validator writes it, with the database as written where it came from
+    and every secret redacted."""
 
-    def seconds(value: float) -> str:
-        return schema.format_duration(value)
+    def walk(section: schema.Section, path: tuple[str, ...]) -> dict[str, Any]:
+        document: dict[str, Any] = {}
+        for key, field in section.fields.items():
+            at = (*path, key)
+            if isinstance(field.validate, schema.Section):
+                document[key] = walk(field.validate, at)
+                continue
+            value = schema.show(field.validate, value_at(config, at))
+            hide = SECRETS.get(".".join(at))
+            document[key] = hide(value) if hide is not None and value is not None else value
+        return document
 
-    usage, budgets, latency, proxy = config.usage, config.budgets, config.latency, config.proxy
-    usage_entities = schema.subsection(ROOT, "collectors", "usage", "entities")
-    budget_entities = schema.subsection(ROOT, "collectors", "budgets", "entities")
-
-    def entities(section: schema.Section, values: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        # Only the keys the schema gives each entity (tools have no model_group, say).
-        return {
-            name: {key: getattr(values[name], key) for key in schema.subsection(section, name).fields}
-            for name in section.fields
-        }
-
-    return {
-        "database": {
-            "dsn": redact(dsn),
-            "min_conns": config.database.min_conns,
-            "max_conns": config.database.max_conns,
-            "connect_timeout": seconds(config.database.connect_timeout),
-            "statement_timeout": seconds(config.database.statement_timeout),
-            "is_required": config.database.is_required,
-        },
-        "web": {
-            "listen": schema.format_listen(config.web.host, config.web.port),
-            "config_file": config.web.config_file,
-            "enable_lifecycle": config.web.enable_lifecycle,
-            "max_connections": config.web.max_connections,
-            "request_timeout": seconds(config.web.request_timeout),
-        },
-        "collectors": {
-            "max_gauge_age": seconds(config.max_gauge_age),
-            "usage": {
-                "interval": seconds(usage.interval),
-                "late_margin": seconds(usage.late_margin),
-                "resync_interval": seconds(usage.resync_interval),
-                "look_back": seconds(usage.look_back),
-                "full_resync_interval": seconds(usage.full_resync_interval),
-                "read_connections": usage.read_connections,
-                "global_max_series": usage.global_max_series,
-                "source": usage.source,
-                "spend_logs_late_margin": seconds(usage.spend_logs_late_margin),
-                "entities": entities(usage_entities, usage.entities),
-            },
-            "budgets": {
-                "interval": seconds(budgets.interval),
-                "entities": entities(budget_entities, budgets.entities),
-            },
-            "latency": {
-                "enabled": latency.enabled,
-                "interval": seconds(latency.interval),
-                "late_margin": seconds(latency.late_margin),
-                "buckets": list(latency.buckets),
-                "ttft_buckets": list(latency.ttft_buckets),
-            },
-            "proxy": {
-                "targets": [redact(target) for target in proxy.targets],
-                "timeout": seconds(proxy.timeout),
-                "interval": seconds(proxy.interval),
-            },
-            "database": {"interval": seconds(config.database_probe.interval)},
-            "proxy_state": {
-                "enabled": config.proxy_state.enabled,
-                "interval": seconds(config.proxy_state.interval),
-                "max_deployments": config.proxy_state.max_deployments,
-            },
-        },
-        "otlp": {
-            "endpoint": config.otlp.endpoint,
-            # Header values are often credentials: their names are kept, their values never shown.
-            "headers": ",".join(f"{name}={REDACTED}" for name, _ in config.otlp.headers),
-            "interval": seconds(config.otlp.interval),
-            "timeout": seconds(config.otlp.timeout),
-            "compression": config.otlp.compression,
-            "resource_attributes": ",".join(
-                f"{name}={urllib.parse.quote(value, safe='')}" for name, value in config.otlp.resource_attributes
-            ),
-        },
-    }
+    document = walk(ROOT, ())
+    document["database"]["dsn"] = redact(dsn)
+    return document

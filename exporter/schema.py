@@ -19,6 +19,25 @@ from typing import Any
 Validator = Callable[[str, Any], Any]
 
 
+class Check:
+    """A validator that also says how a value it validated is written in a document again
+    (``--print-config``): a duration as ``30s``, an address as ``HOST:PORT``, ..."""
+
+    def __init__(self, check: Validator, show: Callable[[Any], Any]) -> None:
+        self._check = check
+        self.show = show
+
+    def __call__(self, path: str, value: Any) -> Any:
+        return self._check(path, value)
+
+
+def show(validator: Validator, value: Any) -> Any:
+    """A validated value as a document writes it; None (a key left unset) stays None."""
+    if value is None or not isinstance(validator, Check):
+        return value
+    return validator.show(value)
+
+
 class SchemaError(Exception):
     """One or more problems in a configuration document."""
 
@@ -156,7 +175,7 @@ def duration(*, minimum: float = 0.0, maximum: float | None = None) -> Validator
             raise _Invalid(path, f"must be at most {_format_seconds(maximum)}, got {_describe(value)}")
         return seconds
 
-    return check
+    return Check(check, format_duration)
 
 
 def _format_seconds(seconds: float) -> str:
@@ -195,7 +214,7 @@ def buckets() -> Validator:
             raise _Invalid(path, "bucket bounds must be distinct")
         return sorted(result)
 
-    return check
+    return Check(check, list)
 
 
 def url_list() -> Validator:
@@ -218,7 +237,7 @@ def url_list() -> Validator:
             raise _Invalid(path, "targets must be distinct")
         return result
 
-    return check
+    return Check(check, list)
 
 
 def listen_address() -> Validator:
@@ -230,7 +249,7 @@ def listen_address() -> Validator:
             raise _Invalid(path, f"expected HOST:PORT with a port from 1 to 65535, got {_describe(value)}")
         return parsed
 
-    return check
+    return Check(check, lambda address: format_listen(*address))
 
 
 def parse_listen(text: str) -> tuple[str, int] | None:

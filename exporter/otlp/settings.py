@@ -59,7 +59,12 @@ def _pairs() -> schema.Validator:
             raise schema.invalid(path, "expected key=value pairs separated by commas")
         return pairs
 
-    return check
+    return schema.Check(check, format_pairs)
+
+
+def format_pairs(pairs: tuple[tuple[str, str], ...]) -> str:
+    """What ``parse_pairs`` reads back."""
+    return ",".join(f"{key}={urllib.parse.quote(value, safe='')}" for key, value in pairs)
 
 
 SECTION = schema.section(
@@ -105,10 +110,6 @@ class OtlpConfig:
     @property
     def enabled(self) -> bool:
         return self.endpoint is not None
-
-
-def from_raw(raw: dict[str, Any]) -> OtlpConfig:
-    return OtlpConfig(**raw)
 
 
 def _milliseconds(name: str, text: str, problems: list[str]) -> float | None:
