@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import http.client
 
 import psycopg
 import psycopg.errors
@@ -72,6 +73,8 @@ def classify_push(status: int | None, exc: BaseException | None = None) -> PushF
     if status is None:
         if isinstance(exc, TimeoutError) or "timed out" in str(exc):
             return PushFailure.TIMEOUT
+        if isinstance(exc, http.client.HTTPException):
+            return PushFailure.SERVER_ERROR  # it answered, but not in HTTP
         return PushFailure.UNREACHABLE
     if status == 429:
         return PushFailure.THROTTLED

@@ -7,6 +7,7 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import logging
+import socket
 import sys
 import threading
 import time
@@ -97,6 +98,8 @@ def test_the_standard_variables_configure_the_push():
     assert apply_environment(otlp_config(endpoint="http://c/v1/metrics"), {})[0].enabled
     for off in ({"OTEL_SDK_DISABLED": "true"}, {"OTEL_METRICS_EXPORTER": "none"}):
         assert not apply_environment(otlp_config(endpoint="http://c/v1/metrics"), off)[0].enabled
+    on = {"OTEL_METRICS_EXPORTER": "prometheus, otlp"}
+    assert apply_environment(otlp_config(endpoint="http://c/v1/metrics"), on)[0].enabled
 
 
 def test_unreadable_variables_are_one_line_each_and_exit_2(monkeypatch, capsys):
@@ -199,6 +202,20 @@ def test_a_hanging_receiver_and_a_closed_port_are_named(receiver):
     closed = Pusher(otlp_config(endpoint="http://127.0.0.1:9/v1/metrics", timeout="0.5s"), lambda: list(FAMILIES))
     assert not closed.push(threading.Event(), time.monotonic() + 0.5)
     assert closed.last_error.startswith("unreachable: ")
+    # A peer that answers, but not in HTTP.
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/v1/metrics"
+
+        def garbage() -> None:
+            peer, _ = server.accept()
+            with peer:
+                peer.recv(65536)
+                peer.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+
+        threading.Thread(target=garbage, daemon=True).start()
+        babbling = Pusher(otlp_config(endpoint=url, timeout="0.5s"), lambda: list(FAMILIES))
+        assert not babbling.push(threading.Event(), time.monotonic() + 0.5)
+    assert babbling.last_error.startswith("server_error: ")
 
 
 def test_every_pushed_value_equals_what_metrics_serves(make_exporter, litellm_dsn, writer, world, rng, receiver):

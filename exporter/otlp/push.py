@@ -8,6 +8,7 @@ on polling or scraping, nor they on it. A failure is logged once per cause, its 
 
 from __future__ import annotations
 
+import http.client
 import logging
 import socket
 import threading
@@ -169,7 +170,7 @@ class Pusher:
             except ValueError:
                 after = None  # an HTTP date: the doubling pause instead
             return _Outcome(failure, f"HTTP {exc.code} {exc.reason}", after)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, http.client.HTTPException) as exc:
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             cause = reason if isinstance(reason, BaseException) else exc
             return _Outcome(classify_push(None, cause), " ".join(str(reason).split()) or type(reason).__name__)

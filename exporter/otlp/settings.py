@@ -182,9 +182,9 @@ def apply_environment(config: OtlpConfig, environ: Mapping[str, str]) -> tuple[O
     if service is not None:
         attributes["service.name"] = service[1]
     changes["resource_attributes"] = tuple(attributes.items())
-    off = environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true" or environ.get(
-        "OTEL_METRICS_EXPORTER", "otlp"
-    ).strip().lower() not in ("otlp", "")
+    # OTEL_METRICS_EXPORTER lists the exporters an SDK runs: this push is its "otlp".
+    chosen = {name.strip().lower() for name in environ.get("OTEL_METRICS_EXPORTER", "otlp").split(",")}
+    off = environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true" or not chosen & {"otlp", ""}
     if off:
         changes["endpoint"] = None
     return dataclasses.replace(config, **changes), problems
