@@ -240,6 +240,7 @@ def parse(document: Any) -> Config:
 # (and max_gauge_age) sit at its top, the database probe's section is ``database_probe``, and
 # ``web.listen`` is ``web.host`` and ``web.port``.
 _RENAMED = {"database_probe": "database"}
+_RUNTIME_NAMES = {document: runtime for runtime, document in _RENAMED.items()}
 
 
 def _build(cls: type[_T], raw: dict[str, Any], **given: Any) -> _T:
@@ -254,19 +255,18 @@ def value_at(config: Config, path: tuple[str, ...]) -> Any:
     if path == ("web", "listen"):
         return (config.web.host, config.web.port)
     if path[0] == "collectors":
-        renamed = {document: runtime for runtime, document in _RENAMED.items()}
-        path = (renamed.get(path[1], path[1]), *path[2:])
+        path = (_RUNTIME_NAMES.get(path[1], path[1]), *path[2:])
     node: Any = config
     for key in path:
         node = node[key] if isinstance(node, dict) else getattr(node, key)
-    return tuple(node) if isinstance(node, list) else node
+    return node
 
 
 def polled_sections() -> tuple[str, ...]:
     """The runtime sections of the collectors: those of the schema's ``collectors`` with an interval."""
     collectors = schema.subsection(ROOT, "collectors")
     return tuple(
-        {document: runtime for runtime, document in _RENAMED.items()}.get(name, name)
+        _RUNTIME_NAMES.get(name, name)
         for name, field in collectors.fields.items()
         if isinstance(field.validate, schema.Section) and "interval" in field.validate.fields
     )
