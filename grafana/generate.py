@@ -6,11 +6,24 @@ script disagree, and another evaluates every panel's queries against a real Prom
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+
+
+def _rules() -> Any:
+    """prometheus/generate.py, which names the recording rules the panels read."""
+    spec = importlib.util.spec_from_file_location("prometheus_rules", HERE.parent / "prometheus" / "generate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+RULES = _rules()
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
 MODEL = 'model_group=~"$model"'
@@ -24,18 +37,17 @@ RATE = "[$__rate_interval]"
 RANGE = "[$__range]"
 
 
-def recorded(measure: str, level: str = "model_group") -> str:
-    """A usage recording rule's 5-minute rate (prometheus/rules/litellm-usage.rules.yml): the
+def recorded(measure: str) -> str:
+    """A usage recording rule's 5-minute rate per model group (prometheus/generate.py): the
     fleet-wide and long-range panels read these, one series per model group, not the raw ones."""
-    prefix = "litellm_" if level.startswith("model_group") else f"litellm_{level.split('_')[0]}_"
-    return f"{level}:{prefix}{measure}:rate5m"
+    return str(RULES.record("model_group", RULES.LEVELS["model_group"][0], measure, "rate5m"))
 
 
-def in_range(measure: str, selector: str, by: str = "", level: str = "model_group") -> str:
+def in_range(measure: str, selector: str, by: str = "") -> str:
     """A measure's increase over the dashboard's range, from its recorded rate: the mean rate
     times the range's seconds (the raw increase would read every raw sample of the range)."""
     grouping = f" by ({by})" if by else ""
-    return f"sum{grouping} (avg_over_time({recorded(measure, level)}{{{selector}}}{RANGE})) * $__range_s"
+    return f"sum{grouping} (avg_over_time({recorded(measure)}{{{selector}}}{RANGE})) * $__range_s"
 
 
 def target(expr: str, legend: str = "", ref: str = "A", instant: bool = False) -> dict[str, Any]:
@@ -515,7 +527,6 @@ HEALTH = [
 
 STATUS_5XX = 'status_code=~"5.."'
 STATUS_429 = 'status_code="429"'
-ERRORS = "model_group_status_code"  # the errors' level in the recording rules
 
 ACTIVITY = [
     panel(
@@ -523,7 +534,7 @@ ACTIVITY = [
         "429s per second by model group",
         [
             target(
-                f"sum by (model_group) ({recorded('request_errors', ERRORS)}{{{STATUS_429}, {MODEL}}})",
+                f"sum by (model_group) ({recorded('request_errors')}{{{STATUS_429}, {MODEL}}})",
                 "{{model_group}}",
             )
         ],
@@ -534,7 +545,7 @@ ACTIVITY = [
         "5xx per second by model group",
         [
             target(
-                f"sum by (model_group) ({recorded('request_errors', ERRORS)}{{{STATUS_5XX}, {MODEL}}})",
+                f"sum by (model_group) ({recorded('request_errors')}{{{STATUS_5XX}, {MODEL}}})",
                 "{{model_group}}",
             )
         ],
@@ -544,7 +555,7 @@ ACTIVITY = [
         "Errors by status code in range",
         [
             target(
-                f"sort_desc({in_range('request_errors', MODEL, 'status_code', ERRORS)})",
+                f"sort_desc({in_range('request_errors', MODEL, 'status_code')})",
                 "{{status_code}}",
                 instant=True,
             )
