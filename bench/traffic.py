@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from exporter.demo.writer import DAILY_KEY, DAILY_MEASURES, DAILY_TABLES, increments
+
 MODEL_GROUPS = ("gpt-4o", "gpt-4o-mini", "claude-sonnet", "claude-haiku", "gemini-flash", "llama-70b")
 PROVIDERS = ("openai", "openai", "anthropic", "anthropic", "vertex_ai", "bedrock")
 
@@ -39,14 +41,15 @@ HUGE = Shape(
 )
 HUGE_DAYS = 30
 
-# (daily table, entity column, the request's value for it, condition for a row)
-DAILY_TABLES = (
-    ("LiteLLM_DailyUserSpend", "user_id", "r.user_id", "TRUE"),
-    ("LiteLLM_DailyTeamSpend", "team_id", "r.team_id", "TRUE"),
-    ("LiteLLM_DailyOrganizationSpend", "organization_id", "r.organization_id", "r.organization_id IS NOT NULL"),
-    ("LiteLLM_DailyEndUserSpend", "end_user_id", "r.end_user", "r.end_user IS NOT NULL"),
-    ("LiteLLM_DailyTagSpend", "tag", "t.tag", "TRUE"),
-)
+# The spend tables written here (their entity column is the writer's DAILY_TABLES'), each with
+# the request's value for its entity and the condition for a row.
+REQUEST_ENTITY = {
+    "LiteLLM_DailyUserSpend": ("r.user_id", "TRUE"),
+    "LiteLLM_DailyTeamSpend": ("r.team_id", "TRUE"),
+    "LiteLLM_DailyOrganizationSpend": ("r.organization_id", "r.organization_id IS NOT NULL"),
+    "LiteLLM_DailyEndUserSpend": ("r.end_user", "r.end_user IS NOT NULL"),
+    "LiteLLM_DailyTagSpend": ("t.tag", "TRUE"),
+}
 
 
 def create_entities(conn: psycopg.Connection, shape: Shape) -> None:
@@ -157,77 +160,87 @@ def write_requests(
         FROM bench_requests {until_now}
         """
     )
-    for table, column, value, condition in DAILY_TABLES:
+    for table, (value, condition) in REQUEST_ENTITY.items():
+        column = DAILY_TABLES[table]
         source = "bench_requests r" + (" CROSS JOIN unnest(r.tags) AS t(tag)" if value == "t.tag" else "")
         conn.execute(
-            sql.SQL(
-                "INSERT INTO {table} AS d (id, {column}, date, api_key, model, model_group, custom_llm_provider,"
-                " mcp_namespaced_tool_name, endpoint, spend, prompt_tokens, completion_tokens, cache_read_input_tokens,"
-                " cache_creation_input_tokens, api_requests, successful_requests, failed_requests, created_at,"
-                " updated_at)"
-                " SELECT gen_random_uuid()::text, " + value + ", to_char(r.ts, 'YYYY-MM-DD'), r.api_key, r.model,"
-                " r.model_group, r.provider, '', '/chat/completions', sum(r.spend), sum(r.prompt_tokens),"
-                " sum(r.completion_tokens), 0, 0, count(*), count(*) FILTER (WHERE r.ok),"
-                " count(*) FILTER (WHERE NOT r.ok), now(), now()"
-                " FROM " + source + " WHERE " + condition + " GROUP BY 2, 3, 4, 5, 6, 7"
-                " ON CONFLICT ({column}, date, api_key, model, custom_llm_provider, mcp_namespaced_tool_name,"
-                " endpoint) DO UPDATE SET spend = d.spend + excluded.spend,"
-                " prompt_tokens = d.prompt_tokens + excluded.prompt_tokens,"
-                " completion_tokens = d.completion_tokens + excluded.completion_tokens,"
-                " api_requests = d.api_requests + excluded.api_requests,"
-                " successful_requests = d.successful_requests + excluded.successful_requests,"
-                " failed_requests = d.failed_requests + excluded.failed_requests, updated_at = now()"
-            ).format(table=sql.Identifier(table), column=sql.Identifier(column))
+            increments(
+                table,
+                (
+                    "id",
+                    column,
+                    "date",
+                    "api_key",
+                    "model",
+                    "model_group",
+                    "custom_llm_provider",
+                    "mcp_namespaced_tool_name",
+                    "endpoint",
+                    *DAILY_MEASURES,
+                ),
+                (column, *DAILY_KEY),
+                DAILY_MEASURES,
+                sql.SQL(
+                    "SELECT gen_random_uuid()::text, " + value + ", to_char(r.ts, 'YYYY-MM-DD'), r.api_key, r.model,"
+                    " r.model_group, r.provider, '', '/chat/completions', sum(r.spend), sum(r.prompt_tokens),"
+                    " sum(r.completion_tokens), 0, 0, count(*), count(*) FILTER (WHERE r.ok),"
+                    " count(*) FILTER (WHERE NOT r.ok), 0, 0, 0, now(), now()"
+                    " FROM " + source + " WHERE " + condition + " GROUP BY 2, 3, 4, 5, 6, 7"
+                ),
+            )
         )
-    for statement in ACTIVITY:
-        conn.execute(statement)
+    for table, columns, key, select in ACTIVITY:
+        conn.execute(increments(table, columns, key, columns[len(key) :], sql.SQL(select)))
     return days * per_day
 
 
 # The rollups a 1.110 proxy keeps beside the spend tables, upserted with increments on their
 # primary keys: failures by status code, every answered request by route, model usage by task.
+# Each: the table, its columns (its key's first, then its measures), its key, and the rows.
 _STATUS = "CASE WHEN r.prompt_tokens % 10 < 5 THEN 429 WHEN r.prompt_tokens % 10 < 8 THEN 500 ELSE 400 END"
+_DAY = "to_char(r.ts, 'YYYY-MM-DD')"
 ACTIVITY = (
-    f"""
-    INSERT INTO "LiteLLM_DailyRequestErrors" AS d (date, api_key, team_id, user_id, model_group, status_code,
-        failed_requests, updated_at)
-    SELECT to_char(r.ts, 'YYYY-MM-DD'), r.api_key, r.team_id, r.user_id, r.model_group, {_STATUS}, count(*), now()
-    FROM bench_requests r WHERE NOT r.ok GROUP BY 1, 2, 3, 4, 5, 6
-    ON CONFLICT (date, api_key, team_id, user_id, model_group, status_code)
-    DO UPDATE SET failed_requests = d.failed_requests + excluded.failed_requests, updated_at = now()
-    """,
-    """
-    INSERT INTO "LiteLLM_DailyGatewayRequests" AS d (date, category, route, successful_requests, failed_requests,
-        updated_at)
-    SELECT to_char(r.ts, 'YYYY-MM-DD'), 'llm', '/chat/completions', count(*) FILTER (WHERE r.ok),
-           count(*) FILTER (WHERE NOT r.ok), now()
-    FROM bench_requests r GROUP BY 1
-    ON CONFLICT (date, category, route) DO UPDATE SET
-        successful_requests = d.successful_requests + excluded.successful_requests,
-        failed_requests = d.failed_requests + excluded.failed_requests, updated_at = now()
-    """,
-    f"""
-    INSERT INTO "LiteLLM_DailyGatewayFailedRequests" AS d (date, category, route, status_code, failed_requests,
-        updated_at)
-    SELECT to_char(r.ts, 'YYYY-MM-DD'), 'llm', '/chat/completions', {_STATUS}, count(*), now()
-    FROM bench_requests r WHERE NOT r.ok GROUP BY 1, 4
-    ON CONFLICT (date, category, route, status_code)
-    DO UPDATE SET failed_requests = d.failed_requests + excluded.failed_requests, updated_at = now()
-    """,
-    """
-    INSERT INTO "LiteLLM_DailyModelUsage" AS d (date, model_group, model, custom_llm_provider, task_type, spend,
-        prompt_tokens, completion_tokens, request_count, successful_requests, failed_requests, updated_at)
-    SELECT to_char(r.ts, 'YYYY-MM-DD'), r.model_group, r.model, r.provider, 'uncategorized', sum(r.spend),
-           sum(r.prompt_tokens), sum(r.completion_tokens), count(*), count(*) FILTER (WHERE r.ok),
-           count(*) FILTER (WHERE NOT r.ok), now()
-    FROM bench_requests r GROUP BY 1, 2, 3, 4
-    ON CONFLICT (date, model_group, model, custom_llm_provider, task_type) DO UPDATE SET
-        spend = d.spend + excluded.spend, prompt_tokens = d.prompt_tokens + excluded.prompt_tokens,
-        completion_tokens = d.completion_tokens + excluded.completion_tokens,
-        request_count = d.request_count + excluded.request_count,
-        successful_requests = d.successful_requests + excluded.successful_requests,
-        failed_requests = d.failed_requests + excluded.failed_requests, updated_at = now()
-    """,
+    (
+        "LiteLLM_DailyRequestErrors",
+        ("date", "api_key", "team_id", "user_id", "model_group", "status_code", "failed_requests"),
+        ("date", "api_key", "team_id", "user_id", "model_group", "status_code"),
+        f"SELECT {_DAY}, r.api_key, r.team_id, r.user_id, r.model_group, {_STATUS}, count(*), now(), now()"
+        " FROM bench_requests r WHERE NOT r.ok GROUP BY 1, 2, 3, 4, 5, 6",
+    ),
+    (
+        "LiteLLM_DailyGatewayRequests",
+        ("date", "category", "route", "successful_requests", "failed_requests"),
+        ("date", "category", "route"),
+        f"SELECT {_DAY}, 'llm', '/chat/completions', count(*) FILTER (WHERE r.ok), count(*) FILTER (WHERE NOT r.ok),"
+        " now(), now() FROM bench_requests r GROUP BY 1",
+    ),
+    (
+        "LiteLLM_DailyGatewayFailedRequests",
+        ("date", "category", "route", "status_code", "failed_requests"),
+        ("date", "category", "route", "status_code"),
+        f"SELECT {_DAY}, 'llm', '/chat/completions', {_STATUS}, count(*), now(), now()"
+        " FROM bench_requests r WHERE NOT r.ok GROUP BY 1, 4",
+    ),
+    (
+        "LiteLLM_DailyModelUsage",
+        (
+            "date",
+            "model_group",
+            "model",
+            "custom_llm_provider",
+            "task_type",
+            "spend",
+            "prompt_tokens",
+            "completion_tokens",
+            "request_count",
+            "successful_requests",
+            "failed_requests",
+        ),
+        ("date", "model_group", "model", "custom_llm_provider", "task_type"),
+        f"SELECT {_DAY}, r.model_group, r.model, r.provider, 'uncategorized', sum(r.spend), sum(r.prompt_tokens),"
+        " sum(r.completion_tokens), count(*), count(*) FILTER (WHERE r.ok), count(*) FILTER (WHERE NOT r.ok),"
+        " now(), now() FROM bench_requests r GROUP BY 1, 2, 3, 4",
+    ),
 )
 
 
@@ -238,5 +251,5 @@ def _array(values: tuple[str, ...]) -> str:
 def daily_rows(conn: psycopg.Connection) -> dict[str, int]:
     return {
         table: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]  # type: ignore[index]
-        for table, *_ in DAILY_TABLES
+        for table in REQUEST_ENTITY
     }

@@ -11,7 +11,9 @@ conflict target holds nullable columns; like the proxy, the writer fills every o
 MCP tool, the route as endpoint), so a group's flushes merge into one row, and a request given
 no endpoint adds a row each time, as it would in LiteLLM.
 
-This module writes; the exporter itself never imports it.
+The benchmark writes millions of requests in bulk SQL instead, through the same upserts
+(``increments``, ``DAILY_KEY``, ``DAILY_TABLES``). This module writes; the exporter itself never
+imports it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import random
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 
 import psycopg
@@ -59,6 +62,36 @@ def _naive_utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         return moment
     return moment.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+# The daily spend tables' unique key beside their entity column: nullable columns, which the
+# proxy (and this writer) always fills, so that a group's flushes merge into one row.
+DAILY_KEY = ("date", "api_key", "model", "custom_llm_provider", "mcp_namespaced_tool_name", "endpoint")
+
+
+def increments(
+    table: str, columns: Sequence[str], key: Sequence[str], measures: Sequence[str], source: sql.Composable
+) -> sql.Composed:
+    """How the proxy writes a rollup row: ``columns`` then created_at and updated_at, from
+    ``source`` (a VALUES list or a SELECT, in that order); where a row with the same ``key``
+    is there, each of ``measures`` is added to its own. The writer's flushes and the
+    benchmark's bulk writes both use it."""
+    return sql.SQL(
+        "INSERT INTO {table} AS d ({columns}, created_at, updated_at) {source}"
+        " ON CONFLICT ({key}) DO UPDATE SET {updates}, updated_at = excluded.updated_at"
+    ).format(
+        table=sql.Identifier(table),
+        columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+        source=source,
+        key=sql.SQL(", ").join(map(sql.Identifier, key)),
+        updates=sql.SQL(", ").join(
+            sql.SQL("{0} = coalesce(d.{0}, 0) + excluded.{0}").format(sql.Identifier(m)) for m in measures
+        ),
+    )
+
+
+def _values(count: int) -> sql.Composed:
+    return sql.SQL("VALUES ({})").format(sql.SQL(", ").join(sql.Placeholder() * count))
 
 
 class SpendWriter:
@@ -107,19 +140,7 @@ class SpendWriter:
         """Increment rows keyed by their primary key, one statement per group, as the proxy does."""
         if not rows:
             return
-        query = sql.SQL(
-            "INSERT INTO {table} ({keys}, {measures}, created_at, updated_at) VALUES ({placeholders})"
-            " ON CONFLICT ({keys}) DO UPDATE SET {updates}, updated_at = excluded.updated_at"
-        ).format(
-            table=sql.Identifier(table),
-            keys=sql.SQL(", ").join(map(sql.Identifier, keys)),
-            measures=sql.SQL(", ").join(map(sql.Identifier, measures)),
-            placeholders=sql.SQL(", ").join(sql.Placeholder() * (len(keys) + len(measures) + 2)),
-            updates=sql.SQL(", ").join(
-                sql.SQL("{0} = coalesce({1}.{0}, 0) + excluded.{0}").format(sql.Identifier(m), sql.Identifier(table))
-                for m in measures
-            ),
-        )
+        query = increments(table, (*keys, *measures), keys, measures, _values(len(keys) + len(measures) + 2))
         with self._conn.cursor() as cur:
             cur.executemany(query, [(*key, *_typed(measures, values), now, now) for key, values in rows.items()])
 
@@ -210,23 +231,17 @@ class SpendWriter:
                     values[i] += amount
         if not groups:
             return
-        measure_columns = sql.SQL(", ").join(sql.Identifier(m) for m in DAILY_MEASURES)
-        updates = sql.SQL(", ").join(
-            sql.SQL("{0} = {1}.{0} + excluded.{0}").format(sql.Identifier(m), sql.Identifier(table))
-            for m in DAILY_MEASURES
-        )
-        query = sql.SQL(
-            "INSERT INTO {table} (id, {entity}, date, api_key, model, model_group, custom_llm_provider, endpoint,"
-            " mcp_namespaced_tool_name, {measures}, created_at, updated_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, '', {placeholders}, %s, %s)"
-            " ON CONFLICT ({entity}, date, api_key, model, custom_llm_provider, mcp_namespaced_tool_name, endpoint)"
-            " DO UPDATE SET {updates}, updated_at = excluded.updated_at"
-        ).format(
-            table=sql.Identifier(table),
-            entity=sql.Identifier(column),
-            measures=measure_columns,
-            placeholders=sql.SQL(", ").join(sql.Placeholder() * len(DAILY_MEASURES)),
-            updates=updates,
+        columns = ("id", column, "date", "api_key", "model", "model_group", "custom_llm_provider", "endpoint")
+        query = increments(
+            table,
+            (*columns, "mcp_namespaced_tool_name", *DAILY_MEASURES),
+            (column, *DAILY_KEY),
+            DAILY_MEASURES,
+            # The proxy files no MCP tool as ''.
+            sql.SQL("VALUES ({}, '', {})").format(
+                sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+                sql.SQL(", ").join(sql.Placeholder() * (len(DAILY_MEASURES) + 2)),
+            ),
         )
         with self._conn.cursor() as cur:
             cur.executemany(
