@@ -63,8 +63,9 @@ class PushFailure(str, enum.Enum):
 
     @property
     def retryable(self) -> bool:
-        """Whether OTLP says to send the same request again (the specification's list: 429,
-        502, 503, 504, and no answer at all; we retry every 5xx, as its collectors do)."""
+        """Whether to send the same request again: OTLP's list is 429, 502, 503, 504 and no
+        answer at all; every 5xx is retried here, since a server's error may pass, and the
+        retries end when the next push is due anyway."""
         return self is not PushFailure.REJECTED
 
 
