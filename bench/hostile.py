@@ -34,10 +34,11 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from run import free_port  # noqa: E402
 
+from exporter.demo.entities import seed_world  # noqa: E402
 from exporter.demo.schema import apply_migrations  # noqa: E402
 from exporter.demo.scratch import create_database, drop_database  # noqa: E402
 from exporter.demo.traffic import random_requests  # noqa: E402
-from exporter.demo.writer import SpendWriter, seed_world  # noqa: E402
+from exporter.demo.writer import SpendWriter  # noqa: E402
 
 
 def counts(pid: int) -> tuple[int, int]:

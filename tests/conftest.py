@@ -13,9 +13,10 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from exporter import config as config_module
 from exporter.app import Exporter
+from exporter.demo.entities import Entities, seed_world
 from exporter.demo.schema import apply_migrations
 from exporter.demo.traffic import World
-from exporter.demo.writer import Entities, SpendWriter, seed_world
+from exporter.demo.writer import SpendWriter
 
 from .support import pg
 from .support.exporters import FakeClock, make_config

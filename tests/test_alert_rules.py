@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from exporter.config import parse
+from exporter.demo.proxy_records import ProxyRecords
 from exporter.demo.traffic import Request
-from exporter.demo.writer import ProxyRecords
 
 from .support.exporters import poll, scrape
 from .support.fake_proxy import FakeProxy

@@ -10,8 +10,9 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
+from exporter.demo.entities import Entities
 from exporter.demo.traffic import Request, hash_token, random_requests
-from exporter.demo.writer import Entities, SpendWriter
+from exporter.demo.writer import SpendWriter
 
 from .support.exporters import Samples, make_config, poll, scrape
 

@@ -16,9 +16,10 @@ from psycopg.conninfo import make_conninfo
 
 from exporter.app import Exporter
 from exporter.collectors.base import Collector
+from exporter.demo.entities import seed_world
 from exporter.demo.schema import apply_migrations
 from exporter.demo.scratch import LocalCluster
-from exporter.demo.writer import SpendWriter, seed_world
+from exporter.demo.writer import SpendWriter
 
 from .support import pg
 from .support.exporters import Samples, poll, scrape

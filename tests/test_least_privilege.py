@@ -8,8 +8,8 @@ import psycopg
 import pytest
 
 from exporter.config import parse
+from exporter.demo.proxy_records import ProxyRecords
 from exporter.demo.traffic import random_requests
-from exporter.demo.writer import ProxyRecords
 
 from .conftest import LEAST_PRIVILEGE as SCRIPT
 from .support.exporters import poll, scrape

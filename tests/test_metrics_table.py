@@ -9,9 +9,10 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from exporter.demo.entities import add_budgets
 from exporter.demo.metrics_table import table
+from exporter.demo.proxy_records import ProxyRecords
 from exporter.demo.traffic import random_requests
-from exporter.demo.writer import ProxyRecords, add_budgets
 
 from .support.exporters import make_config, parse_samples, poll, samples_of
 from .support.fake_proxy import FakeProxy

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from exporter.collectors.proxy_state import _LATEST_CHECKS, LIVENESS_WINDOW
-from exporter.demo.writer import ProxyRecords
+from exporter.demo.proxy_records import ProxyRecords
 
 from .support.exporters import poll, scrape
 

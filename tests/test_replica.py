@@ -12,10 +12,11 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from exporter.config import parse
+from exporter.demo.entities import seed_world
 from exporter.demo.schema import apply_migrations
 from exporter.demo.scratch import LocalCluster
 from exporter.demo.traffic import random_requests
-from exporter.demo.writer import SpendWriter, seed_world
+from exporter.demo.writer import SpendWriter
 
 from .support import pg
 from .support.exporters import poll, scrape

@@ -13,8 +13,9 @@ from datetime import timedelta
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.demo.entities import seed_world
 from exporter.demo.traffic import Request, random_requests
-from exporter.demo.writer import SpendWriter, seed_world
+from exporter.demo.writer import SpendWriter
 
 from .support.exporters import collector, make_config, poll, scrape
 from .support.ground_truth import TOLERANCE, mismatches

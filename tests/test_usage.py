@@ -9,8 +9,9 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 
 from exporter.config import parse
+from exporter.demo.entities import Entities
 from exporter.demo.traffic import Request, random_request, random_requests
-from exporter.demo.writer import Entities, SpendWriter
+from exporter.demo.writer import SpendWriter
 
 from .support.exporters import collector, make_config, poll, scrape
 from .support.ground_truth import mismatches
@@ -317,7 +318,7 @@ def test_exporter_connections_are_read_only_with_a_server_side_timeout(make_expo
 def test_random_traffic_soak(make_exporter, litellm_dsn, clock, conn):
     # A second seed and shape, interleaving polls with flushes across two midnights.
     rng = random.Random(7)
-    from exporter.demo.writer import seed_world
+    from exporter.demo.entities import seed_world
 
     world = seed_world(conn, rng, organizations=3, teams=7, users=9, keys=25, end_users=12)
     writer = SpendWriter(conn)

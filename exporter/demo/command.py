@@ -27,10 +27,12 @@ from ..app import Exporter, stop_on_signals
 from ..config import Config, ConfigError, parse
 from ..config_schema import DEFAULT_PORT
 from ..db import redact_dsn
+from .entities import add_budgets, seed_world
+from .proxy_records import ProxyRecords
 from .schema import SchemaPackageMissing, apply_migrations, migration_files
 from .scratch import EmbeddedUnavailable, create_database, drop_database, embedded_postgres
 from .traffic import random_rejections, random_requests
-from .writer import ProxyRecords, SpendWriter, add_budgets, seed_world
+from .writer import SpendWriter
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,7 +19,6 @@ imports it.
 from __future__ import annotations
 
 import json
-import random
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -28,7 +27,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 from psycopg import sql
 
-from .traffic import Caller, Request, World, hash_token
+from .traffic import Request
 
 DAILY_MEASURES = (
     "spend",
@@ -57,7 +56,7 @@ DAILY_TABLES = {
 }
 
 
-def _naive_utc(moment: datetime) -> datetime:
+def naive_utc(moment: datetime) -> datetime:
     # LiteLLM's timestamp(3) columns hold UTC without a zone.
     if moment.tzinfo is None:
         return moment
@@ -108,11 +107,11 @@ class SpendWriter:
     def reject(self, when: datetime, route: str, status_code: int) -> None:
         """A request the proxy refused before any model call (bad key, its own rate limit):
         counted in the gateway tables only, never a spend log."""
-        self._rejected.append((_naive_utc(when), route, status_code))
+        self._rejected.append((naive_utc(when), route, status_code))
 
     def flush(self, now: datetime | None = None) -> int:
         """Write every buffered request in one transaction; returns how many."""
-        now = _naive_utc(now or datetime.now(timezone.utc))
+        now = naive_utc(now or datetime.now(timezone.utc))
         batch, self._buffer = self._buffer, []
         rejected, self._rejected = self._rejected, []
         if not batch and not rejected:
@@ -161,9 +160,9 @@ class SpendWriter:
                         r.prompt_tokens + r.completion_tokens,
                         r.prompt_tokens,
                         r.completion_tokens,
-                        _naive_utc(r.start_time),
-                        _naive_utc(r.start_time) + timedelta(milliseconds=r.duration_ms or 0),
-                        _naive_utc(r.start_time) + timedelta(milliseconds=(r.duration_ms or 0) // 4),
+                        naive_utc(r.start_time),
+                        naive_utc(r.start_time) + timedelta(milliseconds=r.duration_ms or 0),
+                        naive_utc(r.start_time) + timedelta(milliseconds=(r.duration_ms or 0) // 4),
                         r.model,
                         r.model_group,
                         r.provider,
@@ -219,7 +218,7 @@ class SpendWriter:
             for entity in r.daily_entities()[table]:
                 key = (
                     entity,
-                    _naive_utc(r.start_time).date().isoformat(),
+                    naive_utc(r.start_time).date().isoformat(),
                     r.api_key,
                     r.model,
                     r.model_group,
@@ -298,7 +297,7 @@ def _activity(batch: list[Request]) -> dict[str, tuple[tuple[str, ...], tuple[st
     policies: _Rows = {}
     units: _Rows = {}
     for r in batch:
-        day = _naive_utc(r.start_time).date().isoformat()
+        day = naive_utc(r.start_time).date().isoformat()
         if not r.success:
             _add(errors, (day, r.api_key, r.team_id or "", r.user_id or "", r.model_group, r.status_code), 1)
         _add(
@@ -354,7 +353,7 @@ def _gateway(
     refused at the edge."""
     answered: _Rows = {}
     failed: _Rows = {}
-    outcomes = [(_naive_utc(r.start_time), r.endpoint or "", r.success, r.status_code) for r in batch]
+    outcomes = [(naive_utc(r.start_time), r.endpoint or "", r.success, r.status_code) for r in batch]
     outcomes += [(when, route, False, code) for when, route, code in rejected]
     for when, route, success, code in outcomes:
         day = when.date().isoformat()
@@ -373,236 +372,3 @@ def _gateway(
             failed,
         ),
     }
-
-
-class Entities:
-    """Creates the keys, users, teams, organisations and tags that traffic refers to."""
-
-    def __init__(self, conn: psycopg.Connection) -> None:
-        self._conn = conn
-
-    def budget(self, budget_id: str, **columns: object) -> str:
-        """A LiteLLM_BudgetTable row: max_budget, soft_budget, budget_reset_at, tpm_limit, ..."""
-        self._insert(
-            "LiteLLM_BudgetTable", {"budget_id": budget_id, "created_by": "test", "updated_by": "test", **columns}
-        )
-        return budget_id
-
-    def organization(self, organization_id: str, alias: str, *, budget_id: str | None = None) -> str:
-        budget = budget_id or self.budget(f"budget-{organization_id}")
-        self._conn.execute(
-            'INSERT INTO "LiteLLM_OrganizationTable" (organization_id, organization_alias, budget_id,'
-            " created_by, updated_by) VALUES (%s, %s, %s, 'test', 'test')",
-            (organization_id, alias, budget),
-        )
-        return organization_id
-
-    def team(self, team_id: str, alias: str | None, *, organization_id: str | None = None, **columns: object) -> str:
-        self._insert(
-            "LiteLLM_TeamTable",
-            {"team_id": team_id, "team_alias": alias, "organization_id": organization_id, **columns},
-        )
-        return team_id
-
-    def user(self, user_id: str, **columns: object) -> str:
-        self._insert("LiteLLM_UserTable", {"user_id": user_id, **columns})
-        return user_id
-
-    def team_member(self, team_id: str, user_id: str, *, budget_id: str | None = None) -> None:
-        self._insert("LiteLLM_TeamMembership", {"team_id": team_id, "user_id": user_id, "budget_id": budget_id})
-
-    def key(
-        self,
-        secret: str,
-        alias: str | None,
-        *,
-        team_id: str | None = None,
-        user_id: str | None = None,
-        **columns: object,
-    ) -> str:
-        token = hash_token(secret)
-        self._insert(
-            "LiteLLM_VerificationToken",
-            {"token": token, "key_alias": alias, "team_id": team_id, "user_id": user_id, **columns},
-        )
-        return token
-
-    def end_user(self, user_id: str, **columns: object) -> str:
-        self._insert("LiteLLM_EndUserTable", {"user_id": user_id, **columns})
-        return user_id
-
-    def tag(self, name: str, **columns: object) -> str:
-        self._insert("LiteLLM_TagTable", {"tag_name": name, **columns})
-        return name
-
-    def rename_key(self, token: str, alias: str) -> None:
-        self._conn.execute('UPDATE "LiteLLM_VerificationToken" SET key_alias = %s WHERE token = %s', (alias, token))
-
-    def rename_team(self, team_id: str, alias: str) -> None:
-        self._conn.execute('UPDATE "LiteLLM_TeamTable" SET team_alias = %s WHERE team_id = %s', (alias, team_id))
-
-    def delete_key(self, token: str) -> None:
-        """Move a key to the deleted-keys table, as the proxy's /key/delete does."""
-        with self._conn.transaction():
-            self._conn.execute(
-                'INSERT INTO "LiteLLM_DeletedVerificationToken" (id, token, key_alias, team_id, spend, deleted_at)'
-                ' SELECT %s, token, key_alias, team_id, spend, now() FROM "LiteLLM_VerificationToken" WHERE token = %s',
-                (str(uuid.uuid4()), token),
-            )
-            self._conn.execute('DELETE FROM "LiteLLM_VerificationToken" WHERE token = %s', (token,))
-
-    def delete_team(self, team_id: str) -> None:
-        with self._conn.transaction():
-            self._conn.execute(
-                'INSERT INTO "LiteLLM_DeletedTeamTable" (id, team_id, team_alias, spend, deleted_at)'
-                ' SELECT %s, team_id, team_alias, spend, now() FROM "LiteLLM_TeamTable" WHERE team_id = %s',
-                (str(uuid.uuid4()), team_id),
-            )
-            self._conn.execute('DELETE FROM "LiteLLM_TeamTable" WHERE team_id = %s', (team_id,))
-
-    def _insert(self, table: str, columns: dict[str, object]) -> None:
-        columns = {k: _maybe_naive(v) for k, v in columns.items()}
-        if table in _NEEDS_UPDATED_AT:
-            columns.setdefault("updated_at", datetime.now(timezone.utc).replace(tzinfo=None))
-        self._conn.execute(
-            sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-                sql.Identifier(table),
-                sql.SQL(", ").join(sql.Identifier(c) for c in columns),
-                sql.SQL(", ").join(sql.Placeholder() * len(columns)),
-            ),
-            list(columns.values()),
-        )
-
-
-_NEEDS_UPDATED_AT = {"LiteLLM_TeamTable"}
-
-
-def _maybe_naive(value: object) -> object:
-    return _naive_utc(value) if isinstance(value, datetime) else value
-
-
-def seed_world(
-    conn: psycopg.Connection,
-    rng: random.Random,
-    *,
-    organizations: int = 2,
-    teams: int = 4,
-    users: int = 6,
-    keys: int = 10,
-    end_users: int = 5,
-) -> World:
-    """Create organisations, teams, users, keys, end users and tags, with awkward names."""
-    entities = Entities(conn)
-    orgs = [entities.organization(f"org-{i}", f"Org {i}") for i in range(organizations)]
-    team_ids = [
-        entities.team(f"team-{i}", f'Team "{i}" \\ Équipe', organization_id=orgs[i % len(orgs)] if orgs else None)
-        for i in range(teams)
-    ]
-    user_ids = [entities.user(f"user-{i}@example.com") for i in range(users)]
-    callers = []
-    for i in range(keys):
-        team = team_ids[i % len(team_ids)] if team_ids and i % 5 != 4 else None
-        user = user_ids[i % len(user_ids)] if user_ids and i % 3 != 2 else None
-        token = entities.key(f"sk-test-{i}-{rng.random()}", f"key {i}" if i % 4 else None, team_id=team, user_id=user)
-        org = orgs[team_ids.index(team) % len(orgs)] if team and orgs else None
-        callers.append(Caller(token, team, user, org))
-    for tag in ("prod", "batch", "line\nbreak"):
-        entities.tag(tag)
-    return World(
-        callers=tuple(callers),
-        end_users=tuple(entities.end_user(f"customer-{i}") for i in range(end_users)),
-        tags=("prod", "batch", "line\nbreak", "User-Agent: python-requests/2.32", "task:summarize"),
-        agents=("agent-research", "agent-support"),
-        tools=("github-mcp__create_issue", "search-mcp__web"),
-        guardrails=("presidio-pii", "lakera-prompt-injection"),
-        policies=("default-policy",),
-    )
-
-
-def add_budgets(conn: psycopg.Connection, world: World, now: datetime) -> None:
-    """Give the world's teams and some keys budgets, one key an expiry, and add a blocked key."""
-    naive = _naive_utc(now)
-    teams = sorted({c.team_id for c in world.callers if c.team_id})
-    for i, team_id in enumerate(teams):
-        max_budget = 2.0 * (i + 1)
-        conn.execute(
-            'UPDATE "LiteLLM_TeamTable" SET max_budget = %s, soft_budget = %s, budget_duration = %s,'
-            " budget_reset_at = %s, tpm_limit = %s, rpm_limit = %s WHERE team_id = %s",
-            (max_budget, 0.8 * max_budget, "30d", naive + timedelta(days=10 + i), 100_000, 600, team_id),
-        )
-    for i, caller in enumerate(world.callers):
-        if i % 3 == 0:
-            conn.execute(
-                'UPDATE "LiteLLM_VerificationToken" SET max_budget = %s, budget_duration = %s, budget_reset_at = %s'
-                " WHERE token = %s",
-                (1.0 + i, "7d", naive + timedelta(days=3), caller.api_key),
-            )
-    conn.execute(
-        'UPDATE "LiteLLM_VerificationToken" SET expires = %s WHERE token = %s',
-        (naive + timedelta(days=3), world.callers[-1].api_key),
-    )
-    Entities(conn).key("sk-demo-blocked", "blocked key", blocked=True)
-
-
-class ProxyRecords:
-    """What the proxy writes about itself, as LiteLLM 1.110 writes it: worker heartbeats (by
-    the database's clock), model health checks and multi-window budget spend."""
-
-    def __init__(self, conn: psycopg.Connection) -> None:
-        self._conn = conn
-
-    def beat(self, worker_id: str, hostname: str, *, seconds_ago: float = 0.0) -> None:
-        # LiteLLM's own statement: INSERT ... ON CONFLICT (worker_id) DO UPDATE, stamped NOW()
-        # (in the session's time zone, the column having none).
-        self._conn.execute(
-            'INSERT INTO "LiteLLM_ProxyWorkerHeartbeat" (worker_id, hostname, last_heartbeat_at)'
-            " VALUES (%(w)s, %(h)s, now() - make_interval(secs => %(s)s))"
-            " ON CONFLICT (worker_id) DO UPDATE SET last_heartbeat_at = excluded.last_heartbeat_at",
-            {"w": worker_id, "h": hostname, "s": seconds_ago},
-        )
-
-    def stop(self, worker_id: str) -> None:
-        """A clean shutdown deletes the worker's row."""
-        self._conn.execute('DELETE FROM "LiteLLM_ProxyWorkerHeartbeat" WHERE worker_id = %s', (worker_id,))
-
-    def health_check(
-        self,
-        model_name: str,
-        model_id: str | None,
-        *,
-        healthy: bool,
-        checked_at: datetime,
-        response_time_ms: float | None = 150.0,
-        endpoints: int = 1,
-    ) -> None:
-        """One row per check, as GET /health?model=NAME and background health checks save it."""
-        self._conn.execute(
-            'INSERT INTO "LiteLLM_HealthCheckTable" (health_check_id, model_name, model_id, status, healthy_count,'
-            " unhealthy_count, error_message, response_time_ms, checked_by, checked_at, created_at, updated_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'background_health_check', %s, %s, %s)",
-            (
-                str(uuid.uuid4()),
-                model_name,
-                model_id,
-                "healthy" if healthy else "unhealthy",
-                endpoints if healthy else 0,
-                0 if healthy else endpoints,
-                None if healthy else "litellm.APIConnectionError: connection refused",
-                response_time_ms,
-                _naive_utc(checked_at),
-                _naive_utc(checked_at),
-                _naive_utc(checked_at),
-            ),
-        )
-
-    def window_spend(self, entity_type: str, entity_id: str, window: str, window_start: datetime, spend: float) -> None:
-        """Add spend to a budget window (a new window start replaces the old one's spend)."""
-        start = _naive_utc(window_start)
-        self._conn.execute(
-            'INSERT INTO "LiteLLM_BudgetWindowSpend" AS w (entity_type, entity_id, window_duration, window_start,'
-            " spend, updated_at) VALUES (%s, %s, %s, %s, %s, now())"
-            " ON CONFLICT (entity_type, entity_id, window_duration) DO UPDATE SET"
-            " spend = CASE WHEN w.window_start = excluded.window_start THEN w.spend + excluded.spend"
-            " ELSE excluded.spend END, window_start = excluded.window_start, updated_at = now()",
-            (entity_type, entity_id, window, start, spend),
-        )

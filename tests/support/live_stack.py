@@ -22,8 +22,10 @@ import yaml
 
 from exporter.app import Exporter
 from exporter.config import parse
+from exporter.demo.entities import add_budgets
+from exporter.demo.proxy_records import ProxyRecords
 from exporter.demo.traffic import World, random_rejections, random_requests
-from exporter.demo.writer import ProxyRecords, SpendWriter, add_budgets
+from exporter.demo.writer import SpendWriter
 
 from .fake_proxy import FakeProxy
 from .process import free_port
