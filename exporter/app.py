@@ -100,7 +100,7 @@ class Exporter:
 
     def status(self) -> dict[str, Any]:
         """What the landing page and /status show."""
-        otlp = self.pusher.status() if self.pusher.config.enabled or self.pusher.exports else None
+        otlp = self.pusher.status() if self.pusher.active else None
         return status.collect(self.runner, self.db.display_dsn, otlp)
 
     def reload(self, config: Config) -> tuple[bool, str]:

@@ -84,6 +84,11 @@ class Pusher:
     def config(self) -> OtlpConfig:
         return self._config
 
+    @property
+    def active(self) -> bool:
+        """Whether there is a push to report: one is configured, or one was made before a reload."""
+        return self._config.enabled or self.exports > 0
+
     def reconfigure(self, config: OtlpConfig) -> None:
         with self._lock:
             self._config = config
@@ -215,7 +220,7 @@ class Pusher:
             }
 
     def families(self) -> list[Family]:
-        if self._config.endpoint is None and not self.exports:
+        if not self.active:
             return []
         with self._lock:
             failures = [((reason.value,), float(self.failures[reason])) for reason in PushFailure]
