@@ -12,7 +12,6 @@ push, and what it added to RSS (after, and at its peak).
 
 from __future__ import annotations
 
-import http.server
 import subprocess
 import sys
 import threading
@@ -28,19 +27,10 @@ def rss_mb(field: str = "VmRSS") -> float:
 
 
 def receiver() -> str:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
+    """The metrics URL of a sink that answers 200 to every push (the benchmark's own)."""
+    from run import OtlpSink
 
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_address[1]}/v1/metrics"
+    return OtlpSink().environ["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"]
 
 
 def labels(i: int) -> dict[str, str]:
