@@ -217,22 +217,29 @@ def buckets() -> Validator:
     return Check(check, list)
 
 
+def url() -> Validator:
+    """An http:// or https:// URL, as it is written."""
+
+    def check(path: str, value: Any) -> str:
+        if not isinstance(value, str):
+            raise _Invalid(path, f"expected a URL, got {_describe(value)}")
+        text = expand_env(path, value).strip()
+        parsed = urllib.parse.urlsplit(text)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise _Invalid(path, f"expected an http:// or https:// URL, got {_describe(text)}")
+        return text
+
+    return check
+
+
 def url_list() -> Validator:
     """A list of http:// or https:// base URLs."""
+    one = url()
 
     def check(path: str, value: Any) -> list[str]:
         if not isinstance(value, list):
             raise _Invalid(path, f"expected a list of URLs, got {_describe(value)}")
-        result = []
-        for index, item in enumerate(value):
-            item_path = f"{path}[{index}]"
-            if not isinstance(item, str):
-                raise _Invalid(item_path, f"expected a URL, got {_describe(item)}")
-            url = expand_env(item_path, item).strip()
-            parsed = urllib.parse.urlsplit(url)
-            if parsed.scheme not in ("http", "https") or not parsed.hostname:
-                raise _Invalid(item_path, f"expected an http:// or https:// URL, got {_describe(url)}")
-            result.append(url.rstrip("/"))
+        result = [one(f"{path}[{index}]", item).rstrip("/") for index, item in enumerate(value)]
         if len(set(result)) != len(result):
             raise _Invalid(path, "targets must be distinct")
         return result

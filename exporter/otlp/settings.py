@@ -26,17 +26,6 @@ SERVICE_NAME = "litellm-exporter"
 METRICS_PATH = "/v1/metrics"
 
 
-def _url() -> schema.Validator:
-    def check(path: str, value: Any) -> str:
-        text = str(schema.string()(path, value)).strip()
-        parsed = urllib.parse.urlsplit(text)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise schema.invalid(path, f"expected an http:// or https:// URL, got {text!r}")
-        return text
-
-    return check
-
-
 def parse_pairs(text: str) -> tuple[tuple[str, str], ...] | None:
     """``key=value,key2=value2`` with percent-encoded values (the W3C baggage form the
     OpenTelemetry variables use); None where it is not of that form."""
@@ -70,7 +59,7 @@ def format_pairs(pairs: tuple[tuple[str, str], ...]) -> str:
 SECTION = schema.section(
     {
         "endpoint": Field(
-            _url(),
+            schema.url(),
             None,
             "OTLP/HTTP metrics URL to push every family to, as it is (a collector's"
             " `http://HOST:4318/v1/metrics`); null: no push, unless `OTEL_EXPORTER_OTLP_ENDPOINT` or"
@@ -142,7 +131,7 @@ def apply_environment(config: OtlpConfig, environ: Mapping[str, str]) -> tuple[O
         found = (base[0], base[1].rstrip("/") + METRICS_PATH)
     if found is not None:
         try:
-            changes["endpoint"] = schema.validate_one(found[0], found[1], _url())
+            changes["endpoint"] = schema.validate_one(found[0], found[1], schema.url())
         except schema.SchemaError as exc:
             problems.extend(exc.problems)
     protocol = _first(environ, "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
