@@ -125,13 +125,13 @@ def apply_environment(config: OtlpConfig, environ: Mapping[str, str]) -> tuple[O
     be read, naming it."""
     problems: list[str] = []
     changes: dict[str, Any] = {}
-    found = _first(environ, "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
-    base = _first(environ, "OTEL_EXPORTER_OTLP_ENDPOINT")
-    if found is None and base is not None:
-        found = (base[0], base[1].rstrip("/") + METRICS_PATH)
+    # The signal's own URL as it is, else the base URL with the signal's path; each checked as
+    # the user wrote it, so that a problem names what was given.
+    found = _first(environ, "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
     if found is not None:
         try:
-            changes["endpoint"] = schema.validate_one(found[0], found[1], schema.url())
+            url = schema.validate_one(found[0], found[1], schema.url())
+            changes["endpoint"] = url if found[0].endswith("METRICS_ENDPOINT") else url.rstrip("/") + METRICS_PATH
         except schema.SchemaError as exc:
             problems.extend(exc.problems)
     protocol = _first(environ, "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
