@@ -47,7 +47,7 @@ def test_the_script_grants_every_table_the_exporter_reads():
     from exporter.collectors.usage import publish, tables
 
     read = {s.table for s in tables.ALL_SOURCES} | set(publish.METADATA_TABLES) | {SPEND_LOGS}
-    read |= {spec.table for spec in budgets.SPECS} | {budgets.BUDGET_TABLE, budgets.WINDOW_TABLE}
+    read |= {e.record.table for e in budgets.ENTITIES if e.record} | {budgets.BUDGET_TABLE, budgets.WINDOW_TABLE}
     read |= {proxy_state.HEARTBEATS, proxy_state.HEALTH_CHECKS}
     granted = set(re.findall(r"'(LiteLLM_\w+)'", SCRIPT.read_text()))
     assert read <= granted, read - granted

@@ -8,8 +8,6 @@ to it. A NULL in the database is no sample: an entity without a budget has no
 
 from __future__ import annotations
 
-import dataclasses
-import re
 from dataclasses import dataclass
 
 import psycopg
@@ -19,201 +17,98 @@ from .. import catalog
 from ..cardinality import CapReport
 from ..config import BudgetsConfig, Config
 from ..db import CommitWatch, Database
-from ..entities import BY_NAME, KEY_HASH_LENGTH
+from ..entities import BUDGETS, BY_NAME, Entity, Record
 from ..families import Family, build
 from .base import Collector
 
 _EPOCH = "extract(epoch FROM {})::float8"
-
-
-@dataclass(frozen=True)
-class _Spec:
-    """One entity: how to read it and which labels name it."""
-
-    entity: str
-    describe: str
-    labels: tuple[str, ...]
-    label_sql: tuple[str, ...]
-    table: str
-    spend: str | None
-    max_budget: str | None
-    soft_budget: str | None
-    reset_at: str | None
-    tpm_limit: str | None
-    rpm_limit: str | None
-    blocked: str | None = None
-    expires: str | None = None
-
-
 BUDGET_TABLE = "LiteLLM_BudgetTable"
 WINDOW_TABLE = "LiteLLM_BudgetWindowSpend"
-_REFERENCE = re.compile(r"\b([eb])\.(\w+)\b")
-
-
-def _in_budget_table(
-    entity: str,
-    describe: str,
-    labels: tuple[str, ...],
-    label_sql: tuple[str, ...],
-    table: str,
-    blocked: str | None = None,
-) -> _Spec:
-    """An entity whose budget and limits live in LiteLLM_BudgetTable, through its budget_id."""
-    return _Spec(
-        entity,
-        describe,
-        labels,
-        label_sql,
-        table,
-        "e.spend",
-        "b.max_budget",
-        "b.soft_budget",
-        "b.budget_reset_at",
-        "b.tpm_limit",
-        "b.rpm_limit",
-        blocked=blocked,
-    )
-
-
-SPECS = (
-    _Spec(
-        "key",
-        "virtual key",
-        ("key_hash", "key_alias", "team_id"),
-        (f"left(e.token, {KEY_HASH_LENGTH})", "coalesce(e.key_alias, '')", "coalesce(e.team_id, '')"),
-        "LiteLLM_VerificationToken",
-        "e.spend",
-        "coalesce(e.max_budget, b.max_budget)",
-        "b.soft_budget",
-        "coalesce(e.budget_reset_at, b.budget_reset_at)",
-        "coalesce(e.tpm_limit, b.tpm_limit)",
-        "coalesce(e.rpm_limit, b.rpm_limit)",
-        blocked="coalesce(e.blocked, false)",
-        expires="e.expires",
-    ),
-    _Spec(
-        "user",
-        "internal user",
-        ("user_id",),
-        ("e.user_id",),
-        "LiteLLM_UserTable",
-        "e.spend",
-        "e.max_budget",
-        None,
-        "e.budget_reset_at",
-        "e.tpm_limit",
-        "e.rpm_limit",
-    ),
-    _Spec(
-        "team",
-        "team",
-        ("team_id", "team_alias"),
-        ("e.team_id", "coalesce(e.team_alias, '')"),
-        "LiteLLM_TeamTable",
-        "e.spend",
-        "e.max_budget",
-        "e.soft_budget",
-        "e.budget_reset_at",
-        "e.tpm_limit",
-        "e.rpm_limit",
-        blocked="e.blocked",
-    ),
-    _in_budget_table(
-        "organization",
-        "organization",
-        ("organization_id", "organization_alias"),
-        ("e.organization_id", "coalesce(e.organization_alias, '')"),
-        "LiteLLM_OrganizationTable",
-    ),
-    _in_budget_table(
-        "end_user", "end user", ("end_user",), ("e.user_id",), "LiteLLM_EndUserTable", blocked="e.blocked"
-    ),
-    _in_budget_table(
-        "team_member", "team member", ("team_id", "user_id"), ("e.team_id", "e.user_id"), "LiteLLM_TeamMembership"
-    ),
-    _in_budget_table("tag", "tag", ("tag",), ("e.tag_name",), "LiteLLM_TagTable"),
-)
-
-# The value columns read for every entity, in this order after the label columns, and the
-# gauge each becomes; budget_remaining_usd is derived from the first two.
+# The entities read from their own tables (budget windows are read apart: ``_windows``).
+ENTITIES = tuple(e for e in BUDGETS if e.record is not None)
+# The values read for every entity, in this order after the label columns, and the gauge each
+# becomes; budget_remaining_usd is derived from spend and max_budget.
 _GAUGES = (
     ("spend", "budget_spend_usd"),
     ("max_budget", "max_budget_usd"),
     ("soft_budget", "soft_budget_usd"),
-    ("reset_at", "budget_reset_timestamp_seconds"),
+    ("budget_reset_at", "budget_reset_timestamp_seconds"),
     ("tpm_limit", "tpm_limit"),
     ("rpm_limit", "rpm_limit"),
     ("blocked", "blocked"),
     ("expires", "expires_timestamp_seconds"),
 )
+_TIMES = {"budget_reset_at", "expires"}
+# What may be set in the budget table instead, or as a default beside the entity's own column.
+_BUDGET_COLUMNS = {"max_budget", "soft_budget", "budget_reset_at", "tpm_limit", "rpm_limit"}
+# Any of these set is a limit (``only_with_limits``); so is being blocked.
+_LIMITS = ("max_budget", "soft_budget", "tpm_limit", "rpm_limit", "expires")
 
 
-def _adapt(spec: _Spec, found: dict[str, set[str]]) -> _Spec | None:
-    """The spec with every expression that needs a column this schema lacks replaced by None:
-    LiteLLM's schema gained soft budgets, blocks and limits over time."""
-    if spec.table not in found:
+@dataclass(frozen=True)
+class _Reading:
+    """How one entity's rows are read from this schema: the label expressions, and per value
+    its expression (None where this schema has no such column). LiteLLM's schema gained soft
+    budgets, blocks and limits over time, and moved budgets into ``LiteLLM_BudgetTable``
+    (through ``budget_id``) for some entities: a value is the entity's own column where it has
+    one, else the budget table's, else (keys have both) the first of them set."""
+
+    entity: Entity
+    record: Record
+    label_sql: tuple[str, ...]
+    values: dict[str, str | None]
+    joins_budget: bool
+
+
+def _reading(entity: Entity, found: dict[str, set[str]]) -> _Reading | None:
+    record = entity.record
+    if record is None or record.table not in found:
         return None
-    have = {"e": found[spec.table], "b": found.get(BUDGET_TABLE, set()) if "budget_id" in found[spec.table] else set()}
-
-    def keep(expr: str | None) -> str | None:
-        if expr is None:
-            return None
-        return expr if all(col in have[alias] for alias, col in _REFERENCE.findall(expr)) else None
-
-    labels = tuple(keep(expr) or "''" for expr in spec.label_sql)
-    return dataclasses.replace(
-        spec,
-        label_sql=labels,
-        spend=keep(spec.spend),
-        max_budget=keep(spec.max_budget),
-        soft_budget=keep(spec.soft_budget),
-        reset_at=keep(spec.reset_at),
-        tpm_limit=keep(spec.tpm_limit),
-        rpm_limit=keep(spec.rpm_limit),
-        blocked=keep(spec.blocked),
-        expires=keep(spec.expires),
+    own = found[record.table]
+    budget = found.get(BUDGET_TABLE, set()) if "budget_id" in own else set()
+    prefix = entity.id_prefix
+    label_sql = tuple(f"left(e.{c}, {prefix})" if prefix else f"e.{c}" for c in record.id) + tuple(
+        f"coalesce(e.{c}, '')" if c in own else "''" for c in record.aliases
     )
+    values: dict[str, str | None] = {}
+    for column, _ in _GAUGES:
+        found_in = [f"e.{column}"] if column in own else []
+        if column in _BUDGET_COLUMNS and column in budget:
+            found_in.append(f"b.{column}")
+        values[column] = (
+            None if not found_in else found_in[0] if len(found_in) == 1 else f"coalesce({', '.join(found_in)})"
+        )
+    joins = any(v and "b." in v for v in values.values())
+    return _Reading(entity, record, label_sql, values, joins)
 
 
-def _select(spec: _Spec, only_with_limits: bool, limit: int | None) -> sql.Composed:
+def _select(reading: _Reading, only_with_limits: bool, limit: int | None) -> sql.Composed:
     """The rows, the ``limit`` spending most in their current period first (ties by labels),
     each with the number of rows there are in all as its last column."""
 
-    def epoch(expr: str | None) -> str:
-        return _EPOCH.format(expr) if expr else "NULL::float8"
+    def value(column: str, expr: str | None) -> str:
+        if expr is None:
+            return "NULL::float8"
+        if column == "blocked":
+            return f"CASE WHEN {expr} THEN 1.0 ELSE 0.0 END"
+        return _EPOCH.format(expr) if column in _TIMES else f"({expr})::float8"
 
-    def number(expr: str | None) -> str:
-        return f"({expr})::float8" if expr else "NULL::float8"
-
-    blocked = f"CASE WHEN {spec.blocked} THEN 1.0 ELSE 0.0 END" if spec.blocked else "NULL::float8"
-    values = (
-        number(spec.spend),
-        number(spec.max_budget),
-        number(spec.soft_budget),
-        epoch(spec.reset_at),
-        number(spec.tpm_limit),
-        number(spec.rpm_limit),
-        blocked,
-        epoch(spec.expires),
-    )
+    values = [value(column, expr) for column, expr in reading.values.items()]
     # The expressions are this module's own SQL; the tables are identifiers.
-    source = sql.SQL("{} e").format(sql.Identifier(spec.table))
-    if any(expr and "b." in expr for expr in values):
+    source = sql.SQL("{} e").format(sql.Identifier(reading.record.table))
+    if reading.joins_budget:
         source = sql.SQL("{} LEFT JOIN {} b ON b.budget_id = e.budget_id").format(source, sql.Identifier(BUDGET_TABLE))
     where = ""
     if only_with_limits:
-        conditions = [
-            f"{expr} IS NOT NULL"
-            for expr in (spec.max_budget, spec.soft_budget, spec.tpm_limit, spec.rpm_limit, spec.expires)
-            if expr
-        ]
-        if spec.blocked:
-            conditions.append(f"{spec.blocked} IS TRUE")
+        conditions = [f"{reading.values[c]} IS NOT NULL" for c in _LIMITS if reading.values[c]]
+        if reading.values["blocked"]:
+            conditions.append(f"{reading.values['blocked']} IS TRUE")
         where = " WHERE " + (" OR ".join(conditions) or "FALSE")
-    order = ", ".join(str(i + 1) for i in range(len(spec.label_sql)))
-    cap = f" ORDER BY {len(spec.label_sql) + 1} DESC NULLS LAST, {order} LIMIT {int(limit)}" if limit else ""
+    width = len(reading.label_sql)
+    order = ", ".join(str(i + 1) for i in range(width))
+    cap = f" ORDER BY {width + 1} DESC NULLS LAST, {order} LIMIT {int(limit)}" if limit else ""
     return sql.SQL("SELECT {}, {}, count(*) OVER () FROM {}{}{}").format(
-        sql.SQL(", ".join(spec.label_sql)), sql.SQL(", ".join(values)), source, sql.SQL(where), sql.SQL(cap)
+        sql.SQL(", ".join(reading.label_sql)), sql.SQL(", ".join(values)), source, sql.SQL(where), sql.SQL(cap)
     )
 
 
@@ -239,19 +134,20 @@ class BudgetsCollector(Collector):
         with db.snapshot() as conn:
             if self._commits.unchanged(conn) and self._commits.result is not None:
                 return self._commits.result  # nothing committed since: every gauge is what it was
-            found = catalog.columns(conn, [spec.table for spec in SPECS] + [BUDGET_TABLE, WINDOW_TABLE])
-            for declared in SPECS:
-                entity = self._config.entities[declared.entity]
-                spec = _adapt(declared, found) if entity.enabled else None
-                if spec is not None:
+            tables = [e.record.table for e in ENTITIES if e.record] + [BUDGET_TABLE, WINDOW_TABLE]
+            found = catalog.columns(conn, tables)
+            for entity in ENTITIES:
+                settings = self._config.entities[entity.name]
+                reading = _reading(entity, found) if settings.enabled else None
+                if reading is not None:
                     # The cap keeps whole rows: the entities spending most in their current period.
-                    found_rows = conn.execute(_select(spec, entity.only_with_limits, entity.max_series)).fetchall()
-                    rows = {
-                        tuple(str(v) for v in row[: len(spec.labels)]): row[len(spec.labels) : -1] for row in found_rows
-                    }
+                    query = _select(reading, settings.only_with_limits, settings.max_series)
+                    found_rows = conn.execute(query).fetchall()
+                    width = len(reading.label_sql)
+                    rows = {tuple(str(v) for v in row[:width]): row[width:-1] for row in found_rows}
                     total = found_rows[0][-1] if found_rows else 0
-                    over[BY_NAME[spec.entity].budget_family] = total - len(found_rows)
-                    families += _families(spec, rows)
+                    over[entity.budget_family] = total - len(found_rows)
+                    families += _families(reading, rows)
             windows = self._config.entities["budget_window"]
             if windows.enabled and WINDOW_TABLE in found:
                 window_families, over[BY_NAME["budget_window"].budget_family] = self._windows(conn, windows.max_series)
@@ -293,7 +189,7 @@ class BudgetsCollector(Collector):
         ], (rows[0][-1] - len(rows)) if rows else 0
 
 
-def _families(spec: _Spec, rows: dict[tuple[str, ...], tuple[float | None, ...]]) -> list[Family]:
+def _families(reading: _Reading, rows: dict[tuple[str, ...], tuple[float | None, ...]]) -> list[Family]:
     samples: dict[str, list[tuple[tuple[str, ...], float]]] = {name: [] for _, name in _GAUGES}
     samples["budget_remaining_usd"] = []
     for labels, row in sorted(rows.items()):
@@ -306,32 +202,24 @@ def _families(spec: _Spec, rows: dict[tuple[str, ...], tuple[float | None, ...]]
         if max_budget is not None and spend is not None:
             samples["budget_remaining_usd"].append((labels, max_budget - spend))
 
-    the = f"The {spec.describe}'s"
+    noun = reading.entity.noun
+    the = f"The {noun}'s"
     docs = {
         "budget_spend_usd": f"{the} spend in US dollars in its current budget period (LiteLLM's spend column).",
         "max_budget_usd": f"{the} maximum budget in US dollars per budget period.",
         "soft_budget_usd": f"{the} soft budget in US dollars: crossing it alerts, it does not block.",
         "budget_remaining_usd": f"{the} max budget minus its spend; negative when overspent.",
-        "budget_reset_timestamp_seconds": f"When the {spec.describe}'s budget period next resets, as a Unix time.",
+        "budget_reset_timestamp_seconds": f"When the {noun}'s budget period next resets, as a Unix time.",
         "tpm_limit": f"{the} tokens-per-minute limit.",
         "rpm_limit": f"{the} requests-per-minute limit.",
-        "blocked": f"Whether the {spec.describe} is blocked (1) or not (0).",
-        "expires_timestamp_seconds": f"When the {spec.describe} expires, as a Unix time.",
+        "blocked": f"Whether the {noun} is blocked (1) or not (0).",
+        "expires_timestamp_seconds": f"When the {noun} expires, as a Unix time.",
     }
+    # A value read from no column is a family the entity cannot have (a user's soft budget).
+    applies = {gauge: reading.values[column] is not None for column, gauge in _GAUGES}
     families = []
     for name, found in samples.items():
-        # A family the entity cannot have (a user's soft budget, a tag's expiry) is left out.
-        if not found and not _applies(spec, name):
+        if not found and name in applies and not applies[name]:
             continue
-        families.append(build(f"{BY_NAME[spec.entity].family}_{name}", docs[name], "gauge", spec.labels, found))
+        families.append(build(f"{reading.entity.family}_{name}", docs[name], "gauge", reading.entity.labels, found))
     return families
-
-
-def _applies(spec: _Spec, name: str) -> bool:
-    return {
-        "soft_budget_usd": spec.soft_budget is not None,
-        "tpm_limit": spec.tpm_limit is not None,
-        "rpm_limit": spec.rpm_limit is not None,
-        "blocked": spec.blocked is not None,
-        "expires_timestamp_seconds": spec.expires is not None,
-    }.get(name, True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sys
 from array import array
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,50 +15,19 @@ from psycopg import sql
 from ... import catalog
 from ...cardinality import OTHER, OVERFLOW_LABEL
 from ...config import UsageConfig
-from ...entities import BY_NAME, KEY_HASH_LENGTH
+from ...entities import BY_NAME, TABLE, Entity
 from ...families import Family, build
 from .queries import View
 from .state import Membership, SourceState
-from .tables import ALL_SOURCES, ENTITY_SOURCES, SUMS_TYPE, USER_SOURCE, Group, Source, Sums
+from .tables import ALL_SOURCES, SPEND_SOURCES, SUMS_TYPE, Group, Sums
 
-# Where the labels of ids come from: aliases and a key's team.
-METADATA_TABLES = (
-    "LiteLLM_VerificationToken",
-    "LiteLLM_DeletedVerificationToken",
-    "LiteLLM_TeamTable",
-    "LiteLLM_DeletedTeamTable",
-    "LiteLLM_OrganizationTable",
-)
+# The entities whose ids are labelled by aliases (a key's alias and team, a team's alias), and
+# the tables those come from: deleted rows first, so that a live row wins.
+_ALIASED = tuple(e for e in TABLE if e.record is not None and e.record.aliases)
+METADATA_TABLES = tuple(t for e in _ALIASED if e.record for t in (e.record.deleted, e.record.table) if t)
 
-# Per entity: the labels its id becomes where it is not the id's logical name.
-_ID_LABELS = {
-    "key": ("key_hash", "key_alias", "team_id"),
-    "team": ("team_id", "team_alias"),
-    "organization": ("organization_id", "organization_alias"),
-}
-_DESCRIBED = {
-    "key": " by virtual key",
-    "user": " by internal user",
-    "team": " by team",
-    "organization": " by organization",
-    "end_user": " by end user (the caller's customer id)",
-    "tag": " by request tag",
-    "agent": " by agent",
-    "task": " by task type",
-    "tool": " by tool",
-    "guardrail": " by guardrail",
-    "policy": " by policy",
-}
-
-
-@dataclass(frozen=True)
-class Aliases:
-    """The labels of the shown entities' ids: a key's alias and team, a team's and an
-    organisation's alias."""
-
-    keys: dict[str, tuple[str, str]]
-    teams: dict[str, str]
-    organizations: dict[str, str]
+# Per entity, per id shown: the aliases that label it, in ``Record.aliases``' order.
+Aliases = dict[str, dict[str, tuple[str, ...]]]
 
 
 # Per series (family, labels): the values published, one per measure.
@@ -93,7 +61,7 @@ class _Built:
 
 
 def read_aliases(conn: psycopg.Connection, states: dict[str, SourceState]) -> Aliases:
-    """Aliases and a key's team, for the entities shown only."""
+    """The aliases of the entities shown only."""
 
     def shown(entity: str) -> list[str]:
         ids: set[str] = set()
@@ -105,35 +73,27 @@ def read_aliases(conn: psycopg.Connection, states: dict[str, SourceState]) -> Al
         return sorted(ids)
 
     found = catalog.columns(conn, METADATA_TABLES)
-
-    def rows(table: str, select: str, where: str, ids: list[str], order: str = "") -> Iterable[tuple[Any, ...]]:
-        if table not in found or not ids:
-            return []
-        query = sql.SQL("SELECT {} FROM {} WHERE {} = ANY(%s){}").format(
-            sql.SQL(select), sql.Identifier(table), sql.Identifier(where), sql.SQL(order)
+    aliases: Aliases = {}
+    for entity in _ALIASED:
+        record, ids, labels = entity.record, shown(entity.name), aliases.setdefault(entity.name, {})
+        if record is None or not ids:
+            continue
+        (id_column,) = record.id
+        select = sql.SQL(", ").join(
+            [sql.Identifier(id_column)]
+            + [sql.SQL("coalesce({}, '')").format(sql.Identifier(a)) for a in record.aliases]
         )
-        return conn.execute(query, (ids,)).fetchall()
-
-    key_meta: dict[str, tuple[str, str]] = {}
-    keys = shown("key")
-    # Deleted keys first, oldest first, so that the newest and a live key win.
-    key_columns = "token, coalesce(key_alias, ''), coalesce(team_id, '')"
-    for table in ("LiteLLM_DeletedVerificationToken", "LiteLLM_VerificationToken"):
-        order = " ORDER BY deleted_at" if table.startswith("LiteLLM_Deleted") else ""
-        for token, alias, team in rows(table, key_columns, "token", keys, order):
-            key_meta[token] = (alias, team)
-    team_alias: dict[str, str] = {}
-    teams = shown("team")
-    for table in ("LiteLLM_DeletedTeamTable", "LiteLLM_TeamTable"):
-        order = " ORDER BY deleted_at" if table.startswith("LiteLLM_Deleted") else ""
-        for team_id, alias in rows(table, "team_id, coalesce(team_alias, '')", "team_id", teams, order):
-            team_alias[team_id] = alias
-    org_alias: dict[str, str] = {}
-    org_columns = "organization_id, coalesce(organization_alias, '')"
-    orgs = shown("organization")
-    for org_id, alias in rows("LiteLLM_OrganizationTable", org_columns, "organization_id", orgs):
-        org_alias[org_id] = alias
-    return Aliases(key_meta, team_alias, org_alias)
+        for table in (record.deleted, record.table):
+            if table is None or table not in found:
+                continue
+            # Deleted rows oldest first, so that the newest and a live one win.
+            order = sql.SQL(" ORDER BY deleted_at" if table == record.deleted else "")
+            query = sql.SQL("SELECT {} FROM {} WHERE {} = ANY(%s){}").format(
+                select, sql.Identifier(table), sql.Identifier(id_column), order
+            )
+            for row in conn.execute(query, (ids,)):
+                labels[row[0]] = tuple(row[1:])
+    return aliases
 
 
 class Publisher:
@@ -143,7 +103,7 @@ class Publisher:
         self._published: Published = {}
         # Per view: what its families were built from, and them; most polls change nothing.
         self._built: dict[str, _Built] = {}
-        self._aliases = Aliases({}, {}, {})
+        self._aliases: Aliases = {}
 
     def aliases(self, found: Aliases) -> None:
         """The aliases ``read_aliases`` found, for the families built from now on."""
@@ -161,22 +121,17 @@ class Publisher:
         self._published = published
         return [*families, _source_info(states, config), _latest_updates(states)]
 
-    def _id_labels(self, kind: str | None, entity: str) -> tuple[str, ...]:
-        if kind == "key":
-            alias, team = self._aliases.keys.get(entity, ("", ""))
-            return (sys.intern(entity[:KEY_HASH_LENGTH]), alias, team)
-        if kind == "team":
-            return (entity, self._aliases.teams.get(entity, ""))
-        if kind == "organization":
-            return (entity, self._aliases.organizations.get(entity, ""))
-        return (entity,)
-
-    def _metadata_for(self, kind: str | None) -> object:
-        aliases = self._aliases
-        return {"key": aliases.keys, "team": aliases.teams, "organization": aliases.organizations}.get(kind or "")
+    def _id_labels(self, entity: Entity | None, entity_id: str) -> tuple[str, ...]:
+        if entity is None:
+            return (entity_id,)
+        shown = sys.intern(entity_id[: entity.id_prefix]) if entity.id_prefix else entity_id
+        if entity.record is None or not entity.record.aliases:
+            return (shown,)
+        aliases = self._aliases.get(entity.name, {}).get(entity_id, ("",) * len(entity.record.aliases))
+        return (shown, *aliases)
 
     def _view_families(self, state: SourceState, index: int, view: View, published: Published) -> list[Family]:
-        metadata = self._metadata_for(view.entity)
+        metadata = self._aliases.get(view.entity) if view.entity else None
         built = self._built.get(view.key)
         if built is not None and built.built_from(state, index, metadata):
             published.update(built.published)
@@ -197,17 +152,18 @@ class Publisher:
     def _build_view_families(self, state: SourceState, index: int, view: View) -> tuple[list[Family], Published]:
         """The view's families, and the values they publish per series."""
         published: Published = {}
-        id_labels = _ID_LABELS.get(view.entity or "", (view.id,))
-        describe = _DESCRIBED.get(view.entity or "", "")
+        entity = BY_NAME[view.entity] if view.entity else None
+        id_labels = entity.labels if entity else (view.id,)
+        describe = entity.described_by if entity else ""
         labels = id_labels + view.extras + (OVERFLOW_LABEL,)
         digest = state.memberships[index].digest
         series: dict[tuple[str, ...], Sums] = {}
         for group, values in state.totals(index).items():
-            entity, extras = group[0], group[1:]
-            if entity == OTHER:
+            entity_id, extras = group[0], group[1:]
+            if entity_id == OTHER:
                 key = (OTHER,) + ("",) * (len(id_labels) - 1) + extras + (digest,)
             else:
-                key = self._id_labels(view.entity, entity) + extras + ("",)
+                key = self._id_labels(entity, entity_id) + extras + ("",)
             current = series.get(key)
             if current is None:
                 series[key] = values
@@ -257,14 +213,12 @@ def _latest_updates(states: dict[str, SourceState]) -> Family:
 def _source_info(states: dict[str, SourceState], config: UsageConfig) -> Family:
     """Which table each usage family is read from, or "none" where this schema has none."""
     samples = []
-    by_entity: dict[str | None, Source] = {None: USER_SOURCE, "key": USER_SOURCE, "user": USER_SOURCE}
-    by_entity.update(ENTITY_SOURCES)
-    for entity, source in by_entity.items():
-        if entity is not None and not config.entity(entity).enabled:
-            continue
-        family = BY_NAME[entity].family if entity is not None else "litellm"
-        state = states.get(source.table)
-        samples.append(((family, state.reading.table if state else "none"), 1.0))
+    for source in SPEND_SOURCES:
+        for view in source.views:
+            if view.entity is not None and not config.entity(view.entity).enabled:
+                continue
+            state = states.get(source.table)
+            samples.append(((view.family, state.reading.table if state else "none"), 1.0))
     return build(
         "litellm_exporter_source_info",
         "The table each usage family is read from: a daily rollup table, LiteLLM_SpendLogs, or none.",

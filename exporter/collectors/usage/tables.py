@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from array import array
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
-from ...entities import BY_NAME
+from ...entities import BY_NAME, TABLE, DailyTable, Entity
 
 Group = tuple[str, ...]
 # A series' sums, one per measure, then the rows summed: whole numbers of each measure's unit
@@ -104,16 +104,22 @@ SPEND_LOG_MEASURES = tuple(_BY_COLUMN[c] for c in CORE_MEASURES)
 
 @dataclass(frozen=True)
 class ViewSpec:
-    """A family group a source feeds: the metric name prefix, the logical column its entity id
-    is, the columns grouped beside it, and the usage entity whose switch, cap and ``model_group``
-    setting apply (None: the global families, capped by ``global_max_series``)."""
+    """A family group a source feeds: the logical column its entity id is, the columns grouped
+    beside it, and the usage entity whose switch, cap, ``model_group`` setting and family
+    prefix apply (None: the global families named by ``family``, capped by
+    ``global_max_series``)."""
 
-    family: str
     id: str
     extras: tuple[str, ...] = ()
     entity: str | None = None
     # Unique among all views: what caps are reported under and state is kept by.
     name: str = ""
+    global_family: str = "litellm"
+
+    @property
+    def family(self) -> str:
+        """The metric name prefix."""
+        return BY_NAME[self.entity].family if self.entity else self.global_family
 
     @property
     def key(self) -> str:
@@ -142,13 +148,16 @@ class Source:
         return {name for name, _ in self.columns}
 
 
-def _entity_source(table: str, entity: str, id_name: str, id_column: str, log_column: str | None, **kw: Any) -> Source:
+def _entity_source(entity: Entity, daily: DailyTable) -> Source:
+    """The daily spend table of one entity (``Entity.daily``)."""
+    id_name = entity.ids[0]
+    log = daily.spend_log_column
     return Source(
-        table,
-        ((id_name, id_column), ("model_group", "model_group")),
-        (ViewSpec(BY_NAME[entity].family, id_name, (), entity),),
-        ((id_name, log_column), ("model_group", "model_group")) if log_column else None,
-        **kw,
+        daily.table,
+        ((id_name, daily.column), ("model_group", "model_group")),
+        (ViewSpec(id_name, (), entity.name),),
+        ((id_name, log), ("model_group", "model_group")) if log else None,
+        spend_log_required=log if daily.spend_log_required else None,
     )
 
 
@@ -162,9 +171,9 @@ USER_SOURCE = Source(
         ("provider", "custom_llm_provider"),
     ),
     (
-        ViewSpec("litellm", "model_group", ("model", "provider")),
-        ViewSpec(BY_NAME["key"].family, "api_key", (), "key"),
-        ViewSpec(BY_NAME["user"].family, "user_id", (), "user"),
+        ViewSpec("model_group", ("model", "provider")),
+        ViewSpec("api_key", (), "key"),
+        ViewSpec("user_id", (), "user"),
     ),
     (
         ("user_id", "user"),
@@ -175,22 +184,7 @@ USER_SOURCE = Source(
     ),
 )
 # The spend tables of one entity each, by entity.
-ENTITY_SOURCES = {
-    "team": _entity_source("LiteLLM_DailyTeamSpend", "team", "team_id", "team_id", "team_id"),
-    "organization": _entity_source(
-        "LiteLLM_DailyOrganizationSpend",
-        "organization",
-        "organization_id",
-        "organization_id",
-        "organization_id",
-        spend_log_required="organization_id",
-    ),
-    "end_user": _entity_source(
-        "LiteLLM_DailyEndUserSpend", "end_user", "end_user", "end_user_id", "end_user", spend_log_required="end_user"
-    ),
-    "tag": _entity_source("LiteLLM_DailyTagSpend", "tag", "tag", "tag", "tag"),
-    "agent": _entity_source("LiteLLM_DailyAgentSpend", "agent", "agent_id", "agent_id", None),
-}
+ENTITY_SOURCES = {e.name: _entity_source(e, e.daily) for e in TABLE if e.daily is not None}
 SPEND_SOURCES = (USER_SOURCE, *ENTITY_SOURCES.values())
 
 _ERRORS = Measure("failed_requests", "request_errors", "Failed requests by HTTP status code")
@@ -207,7 +201,7 @@ def _checks(table: str, id_name: str, entity: str) -> Source:
     return Source(
         table,
         ((id_name, id_name),),
-        (ViewSpec(BY_NAME[entity].family, id_name, (), entity),),
+        (ViewSpec(id_name, (), entity),),
         measures=(
             Measure("requests_evaluated", "requests_evaluated", f"Requests the {entity} evaluated"),
             Measure("passed_count", "requests_passed", f"Requests the {entity} passed"),
@@ -231,11 +225,9 @@ ACTIVITY_SOURCES = (
             ("user_id", "user_id"),
         ),
         (
-            ViewSpec("litellm", "model_group", ("status_code",), name="litellm_request_errors"),
+            ViewSpec("model_group", ("status_code",), name="litellm_request_errors"),
             *(
-                ViewSpec(
-                    BY_NAME[entity].family, column, ("status_code",), entity, f"{BY_NAME[entity].family}_request_errors"
-                )
+                ViewSpec(column, ("status_code",), entity, f"{BY_NAME[entity].family}_request_errors")
                 for entity, column in (("key", "api_key"), ("team", "team_id"), ("user", "user_id"))
             ),
         ),
@@ -246,7 +238,7 @@ ACTIVITY_SOURCES = (
     Source(
         "LiteLLM_DailyGatewayRequests",
         (("route", "route"), ("category", "category")),
-        (ViewSpec("litellm_gateway", "route", ("category",)),),
+        (ViewSpec("route", ("category",), global_family="litellm_gateway"),),
         measures=(
             Measure(
                 "requests",
@@ -263,7 +255,14 @@ ACTIVITY_SOURCES = (
     Source(
         "LiteLLM_DailyGatewayFailedRequests",
         (("route", "route"), ("category", "category"), ("status_code", "status_code")),
-        (ViewSpec("litellm_gateway", "route", ("category", "status_code"), name="litellm_gateway_request_errors"),),
+        (
+            ViewSpec(
+                "route",
+                ("category", "status_code"),
+                name="litellm_gateway_request_errors",
+                global_family="litellm_gateway",
+            ),
+        ),
         measures=(
             Measure(
                 "failed_requests", "request_errors", "Requests the proxy answered with an error, by HTTP status code"
@@ -275,14 +274,14 @@ ACTIVITY_SOURCES = (
     Source(
         "LiteLLM_DailyModelUsage",
         (("task_type", "task_type"), ("model_group", "model_group")),
-        (ViewSpec(BY_NAME["task"].family, "task_type", (), "task"),),
+        (ViewSpec("task_type", (), "task"),),
         measures=_MODEL_USAGE,
         required=("spend", "request_count"),
     ),
     Source(
         "LiteLLM_DailyToolSpend",
         (("tool", "tool_name"),),
-        (ViewSpec(BY_NAME["tool"].family, "tool", (), "tool"),),
+        (ViewSpec("tool", (), "tool"),),
         measures=(
             Measure("spend", "spend_usd", "Spend in US dollars of requests that called the tool", money=True),
             Measure("total_tokens", "tokens", "Tokens of requests that called the tool"),
@@ -295,11 +294,7 @@ ACTIVITY_SOURCES = (
     Source(
         "LiteLLM_DailyGuardrailUsageUnits",
         (("guardrail_id", "guardrail_id"), ("usage_unit", "usage_unit")),
-        (
-            ViewSpec(
-                BY_NAME["guardrail"].family, "guardrail_id", ("usage_unit",), "guardrail", "litellm_guardrail_usage"
-            ),
-        ),
+        (ViewSpec("guardrail_id", ("usage_unit",), "guardrail", "litellm_guardrail_usage"),),
         measures=(
             Measure("units", "usage_units", "Units of guardrail usage billed by the provider"),
             Measure("untracked_units", "untracked_usage_units", "Units of guardrail usage with no known price"),
