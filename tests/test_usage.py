@@ -358,16 +358,7 @@ def test_a_table_that_appears_later_is_picked_up_without_waiting_for_the_resync(
 
 def writer_without_tags(conn):
     """A writer for a database whose tag table is not there yet."""
-
-    class NoTags(SpendWriter):
-        def _upsert_daily(self, table, column, batch, now):
-            if table != "LiteLLM_DailyTagSpend":
-                super()._upsert_daily(table, column, batch, now)
-
-        def _increment_entities(self, batch):
-            super()._increment_entities([dataclasses.replace(r, tags=()) for r in batch])
-
-    return NoTags(conn)
+    return SpendWriter(conn, without={"LiteLLM_DailyTagSpend"})
 
 
 def test_a_poll_with_nothing_committed_since_reads_no_table(

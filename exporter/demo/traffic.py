@@ -52,18 +52,6 @@ class Request:
         """As LiteLLM's model-usage rollup reads it: a ``task:NAME`` tag, else uncategorized."""
         return next((t.removeprefix("task:") for t in self.tags if t.startswith("task:")), "uncategorized")
 
-    def daily_entities(self) -> dict[str, list[str]]:
-        """The entity ids whose daily table this request increments."""
-        entities = {
-            "LiteLLM_DailyUserSpend": [self.user_id or ""],
-            "LiteLLM_DailyTeamSpend": [self.team_id or ""],
-            "LiteLLM_DailyOrganizationSpend": [self.organization_id] if self.organization_id else [],
-            "LiteLLM_DailyEndUserSpend": [self.end_user] if self.end_user else [],
-            "LiteLLM_DailyTagSpend": list(self.tags),
-            "LiteLLM_DailyAgentSpend": [self.agent_id] if self.agent_id else [],
-        }
-        return entities
-
 
 MODELS = (
     # model_group, model, provider, USD per input token, USD per output token
