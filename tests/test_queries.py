@@ -85,8 +85,9 @@ def test_decoded_rows_are_each_views_sums_by_part_with_the_rest_as_other():
         (RECENT, "gpt", "gpt-4o", "openai", OTHER, 6, 2, 2, 6.0),
         (WINDOW, "gpt", "gpt-4o", "openai", "k1", 1, 1, 1, 9.0),
     ]
-    parts, latest = decode_folded(rows, (GLOBAL, KEY), (None, frozenset({"k1"})), 2)
-    old, recent, window = parts
+    found = decode_folded(rows, (GLOBAL, KEY), (None, frozenset({"k1"})), 2)
+    old, recent, window = found.old, found.recent, found.window
+    assert found.parts == (old, recent, window)
     assert {g: list(v) for g, v in old[0].items()} == {
         ("gpt", "gpt-4o", "openai"): [10, 1, 1],
         ("gpt", "gpt-4o-mini", "openai"): [4, 1, 1],
@@ -95,7 +96,7 @@ def test_decoded_rows_are_each_views_sums_by_part_with_the_rest_as_other():
     assert {g: list(v) for g, v in old[1].items()} == {("k1", "gpt"): [10, 1, 1], (OTHER, "gpt"): [4, 1, 1]}
     assert {g: list(v) for g, v in recent[1].items()} == {(OTHER, "gpt"): [6, 2, 2]}
     assert {g: list(v) for g, v in window[1].items()} == {("k1", "gpt"): [1, 1, 1]}
-    assert latest == 9.0  # the window's newest update only
+    assert found.latest_update == 9.0  # the window's newest update only
 
 
 def test_the_overflow_entity_keeps_model_groups_and_status_codes_not_models():

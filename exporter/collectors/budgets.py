@@ -168,7 +168,7 @@ class BudgetsCollector(Collector):
             limit=sql.SQL(" LIMIT {}").format(sql.Literal(limit)) if limit else sql.SQL(""),
         )
         rows = conn.execute(query).fetchall()
-        labels = ("entity_type", "entity_id", "window")
+        labels = BY_NAME["budget_window"].labels
         ordered = sorted(((str(r[0]), str(r[1]), str(r[2])), r[3], r[4]) for r in rows)
         return [
             build(

@@ -18,7 +18,7 @@ from psycopg import sql
 from ... import catalog
 from ...catalog import SPEND_LOGS
 from ...config import UsageConfig
-from .queries import WINDOW, Reading, View, daily_reading, decode_folded, folded_query, spend_log_reading
+from .queries import Reading, View, daily_reading, decode_folded, folded_query, spend_log_reading
 from .state import Cuts, Membership, SourceState, raw
 from .tables import ACTIVITY_SOURCES, ALL_SOURCES, USER_SOURCE, Source
 
@@ -111,10 +111,11 @@ def read_window(conn: psycopg.Connection, previous: SourceState) -> SourceState:
     """A poll of one source: its window summed again, the rest as it was."""
     rows = conn.execute(previous.window_query, previous.window_params).fetchall()
     members = tuple(m.members for m in previous.memberships)
-    parts, latest = decode_folded(rows, previous.views, members, len(previous.reading.measures))
+    found = decode_folded(rows, previous.views, members, len(previous.reading.measures))
+    latest = found.latest_update
     if latest is None or (previous.latest_update is not None and previous.latest_update > latest):
         latest = previous.latest_update
-    return dataclasses.replace(previous, window=tuple(parts[WINDOW]), latest_update=latest)
+    return dataclasses.replace(previous, window=tuple(found.window), latest_update=latest)
 
 
 class Progress:

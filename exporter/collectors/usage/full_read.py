@@ -16,7 +16,7 @@ from psycopg import sql
 from ... import catalog
 from ...db import Database, SnapshotUnavailable
 from .engine import Progress, Reader, folded, hash_aggregates, window_query
-from .queries import OLD, RECENT, WINDOW, Reading, View, decode_folded, rank_query
+from .queries import Reading, View, decode_folded, rank_query
 from .ranking import Entry, Ranking, contenders, ranked, top
 from .state import Membership, SourceState, entity_totals, fold, raw
 from .tables import Source
@@ -120,18 +120,18 @@ def read_full(
             rankings[i], members[i] = ranked(best, counts.get(i, 0), views[i].cap or 0)
     query, extra = folded(reading, views, tuple(members), None)
     rows = conn.execute(query, {**params, **extra}).fetchall()
-    parts, latest = decode_folded(rows, views, tuple(members), len(reading.measures))
+    found = decode_folded(rows, views, tuple(members), len(reading.measures))
     reader.count("full")
     for i, view in enumerate(views):
         if view.cap is None or i in first:
             continue
-        olds, later = entity_totals(parts, i, reading.rank)
+        olds, later = entity_totals(found, i, reading.rank)
         ids = olds.keys() | later.keys()
         candidates = ((e, olds.get(e, 0), olds.get(e, 0) + later.get(e, 0)) for e in ids)
         rankings[i], shown = ranked(top(candidates, contenders(view.cap) + 1), len(ids), view.cap)
         members[i] = shown
         if shown is not None:
-            for part in parts:
+            for part in found.parts:
                 part[i] = fold(view, part[i], shown)
     memberships = tuple(
         Membership(m, r.entities - (v.cap or 0)) if m is not None and r is not None else Membership()
@@ -146,13 +146,13 @@ def read_full(
         views,
         memberships,
         cuts,
-        tuple(parts[OLD]),
-        tuple(parts[RECENT]),
-        tuple(parts[WINDOW]),
+        tuple(found.old),
+        tuple(found.recent),
+        tuple(found.window),
         tuple(rankings),
         *window_query(reading, views, memberships, cuts),
         updated_seen=seen[0] if seen else None,
-        latest_update=latest,
+        latest_update=found.latest_update,
     )
     return state, sum(row[-2] for row in rows)
 

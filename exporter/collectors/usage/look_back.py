@@ -17,9 +17,6 @@ from psycopg import sql
 from ...cardinality import OTHER
 from .engine import Reader, folded, window_query
 from .queries import (
-    OLD,
-    RECENT,
-    WINDOW,
     Reading,
     View,
     decode_folded,
@@ -114,22 +111,23 @@ def look_back(reader: Reader, conn: psycopg.Connection, previous: SourceState, n
     unfolded = tuple(None if i in after else m for i, m in enumerate(members))
     query, extra = folded(reading, views, unfolded, "lo")
     rows = conn.execute(query, {**params, **extra}).fetchall()
-    parts, latest = decode_folded(rows, views, unfolded, len(reading.measures))
+    found = decode_folded(rows, views, unfolded, len(reading.measures))
     reader.count("look_back")
     for i in after:
-        if not rerank_view(i, *entity_totals(parts, i, reading.rank)):
+        if not rerank_view(i, *entity_totals(found, i, reading.rank)):
             return None
         shown = members[i]
         if shown is not None:
-            for part in parts:
+            for part in found.parts:
                 part[i] = fold(views[i], part[i], shown)
-    for i, joining in enumerate(parts[OLD]):
+    for i, joining in enumerate(found.old):
         if joining:
             # The days leaving the look-back join the old part, counted as they are now.
             reader.count("shift")
             old[i] = dict(old[i])
             for group, values in joining.items():
                 add(old[i], group, values)
+    latest = found.latest_update
     if latest is None or (previous.latest_update is not None and previous.latest_update > latest):
         latest = previous.latest_update
     window_query_, window_params = window_query(reading, views, tuple(memberships), cuts)
@@ -138,8 +136,8 @@ def look_back(reader: Reader, conn: psycopg.Connection, previous: SourceState, n
         memberships=tuple(memberships),
         cuts=cuts,
         old=tuple(old),
-        recent=tuple(parts[RECENT]),
-        window=tuple(parts[WINDOW]),
+        recent=tuple(found.recent),
+        window=tuple(found.window),
         rankings=tuple(rankings),
         window_query=window_query_,
         window_params=window_params,

@@ -293,12 +293,27 @@ def folded_query(
     return query, params
 
 
+@dataclass(frozen=True)
+class Folded:
+    """Rows of ``folded_query`` decoded: per part of the table (``OLD``, ``RECENT``, ``WINDOW``),
+    one dict per view (group -> sums and row count); and the window's newest update."""
+
+    old: list[dict[Group, Sums]]
+    recent: list[dict[Group, Sums]]
+    window: list[dict[Group, Sums]]
+    latest_update: float | None
+
+    @property
+    def parts(self) -> tuple[list[dict[Group, Sums]], ...]:
+        """The parts, in the order of their numbers (``OLD``, ``RECENT``, ``WINDOW``)."""
+        return (self.old, self.recent, self.window)
+
+
 def decode_folded(
     rows: list[tuple[Any, ...]], views: tuple[View, ...], members: tuple[frozenset[str] | None, ...], measures: int
-) -> tuple[tuple[list[dict[Group, Sums]], ...], float | None]:
-    """Rows of ``folded_query`` as each part's dicts, one per view (group -> sums and row
-    count), the entities outside a view's ``members`` (where not None) summed as ``__other__``;
-    and the window's newest update."""
+) -> Folded:
+    """Rows of ``folded_query``, the entities outside a view's ``members`` (where not None)
+    summed as ``__other__``."""
     slots = _slots(views)
     picks = [[1 + slots.index(name) for name in (v.id, *v.extras)] for v in views]
     first, end = 1 + len(slots), 1 + len(slots) + measures + 1
@@ -328,14 +343,14 @@ def decode_folded(
         updated = row[-1]
         if row[0] == WINDOW and updated is not None and (latest is None or updated > latest):
             latest = updated
-    parts = tuple(
+    old, recent, window = (
         [
             {group: array(SUMS_TYPE, map(sum, zip(*bucket, strict=True))) for group, bucket in view.items()}
             for view in part
         ]
         for part in collected
     )
-    return parts, latest
+    return Folded(old, recent, window, latest)
 
 
 def other_group(view: View, group: Group) -> Group:

@@ -11,7 +11,7 @@ from datetime import datetime
 from psycopg import sql
 
 from ...cardinality import membership_digest
-from .queries import OLD, Reading, View, other_group
+from .queries import Folded, Reading, View, other_group
 from .ranking import Ranking
 from .tables import SUMS_TYPE, Group, Sums
 
@@ -92,16 +92,13 @@ def add(target: dict[Group, Sums], group: Group, values: Sums, sign: int = 1) ->
         target[group] = merged
 
 
-def entity_totals(
-    parts: tuple[list[dict[Group, Sums]], ...], index: int, rank: int
-) -> tuple[dict[str, int], dict[str, int]]:
+def entity_totals(found: Folded, index: int, rank: int) -> tuple[dict[str, int], dict[str, int]]:
     """A view's ranking measure per entity, from its unfolded sums: in the old part, and in
     the look-back and the window together."""
     old: dict[str, int] = {}
     later: dict[str, int] = {}
-    for part, sums in enumerate(parts):
-        target = old if part == OLD else later
-        for group, values in sums[index].items():
+    for target, part in ((old, found.old), (later, found.recent), (later, found.window)):
+        for group, values in part[index].items():
             target[group[0]] = target.get(group[0], 0) + values[rank]
     return old, later
 
