@@ -10,7 +10,6 @@ one flush of the proxy: a spend-log row each, the entities' spend, and every dai
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 import psycopg
 from psycopg import sql
@@ -90,8 +89,9 @@ def write_requests(
     hold a whole day for today, the end-of-day worst case for the exporter's window), or, with
     ``spread_seconds`` 0, all at now. Spend-log rows are written only up to now."""
     per_day = per_day or shape.requests_per_day
-    now = datetime.now(timezone.utc)
     with conn.transaction():
+        # The transaction's own now(), which the requests "at now" are stamped with.
+        now = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
         conn.execute("SELECT setseed(%s)", (seed,))
         flush_table(conn, "bench_requests")
         conn.execute(
