@@ -78,8 +78,7 @@ def _reading(entity: Entity, found: dict[str, set[str]]) -> _Reading | None:
         values[column] = (
             None if not found_in else found_in[0] if len(found_in) == 1 else f"coalesce({', '.join(found_in)})"
         )
-    joins = any(v and "b." in v for v in values.values())
-    return _Reading(entity, record, label_sql, values, joins)
+    return _Reading(entity, record, label_sql, values, joins_budget=bool(_BUDGET_COLUMNS & budget))
 
 
 def _select(reading: _Reading, only_with_limits: bool, limit: int | None) -> sql.Composed:

@@ -291,7 +291,9 @@ def write(
     transaction, as the proxy does."""
     relation = sql.SQL("{} r").format(sql.Identifier(requests))
     stamp = {"now": naive_utc(now)}
-    until = sql.SQL(" WHERE r.start_time <= %(until)s" if spend_logs_until else "")
+    # Rounded to LiteLLM's milliseconds as the start times were, so that a request started at
+    # ``spend_logs_until`` itself is written.
+    until = sql.SQL(" WHERE r.start_time <= %(until)s::timestamp(3)" if spend_logs_until else "")
     conn.execute(
         sql.SQL(
             'INSERT INTO "LiteLLM_SpendLogs" (request_id, call_type, api_key, spend, total_tokens, prompt_tokens,'

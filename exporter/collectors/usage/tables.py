@@ -106,7 +106,7 @@ SPEND_LOG_MEASURES = tuple(_BY_COLUMN[c] for c in CORE_MEASURES)
 class ViewSpec:
     """A family group a source feeds: the logical column its entity id is, the columns grouped
     beside it, and the usage entity whose switch, cap, ``model_group`` setting and family
-    prefix apply (None: the global families named by ``family``, capped by
+    prefix apply (None: the global families, prefixed ``global_family`` and capped by
     ``global_max_series``)."""
 
     id: str
