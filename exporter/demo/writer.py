@@ -94,7 +94,11 @@ def increments(
 
 _DAY = "to_char(r.start_time, 'YYYY-MM-DD')"
 _TAGS = "CROSS JOIN unnest(r.tags) AS t(tag)"
-_GUARDRAILS = "CROSS JOIN unnest(r.guardrails, r.guardrail_outcomes) AS g(id, outcome)"
+
+
+def _checked_by(ids: str, outcomes: str) -> str:
+    """One row per check of a request (guardrail or policy): ``g.id``, ``g.outcome``."""
+    return f"CROSS JOIN unnest(r.{ids}, r.{outcomes}) AS g(id, outcome)"
 
 
 @dataclass(frozen=True)
@@ -174,7 +178,7 @@ def _checks(table: str, id_column: str, ids: str, outcomes: str) -> Rollup:
             ("blocked_count", _count("g.outcome = 'blocked'")),
             ("flagged_count", _count("g.outcome = 'flagged'")),
         ),
-        f"CROSS JOIN unnest(r.{ids}, r.{outcomes}) AS g(id, outcome)",
+        _checked_by(ids, outcomes),
     )
 
 
@@ -234,7 +238,7 @@ ROLLUPS = (
             ("usage_unit", "'characters'"),
         ),
         (("units", "sum(r.prompt_tokens * 4)::int8"), ("cost", "sum((r.prompt_tokens * 4)::float8 * 2.5e-7)")),
-        _GUARDRAILS,
+        _checked_by("guardrails", "guardrail_outcomes"),
     ),
     # Every request the proxy answered, by route: those that became spend logs and those it
     # refused at the edge.
