@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 from psycopg import sql
 
+from ..entities import BY_NAME
 from .traffic import Caller, World, hash_token
 from .writer import naive_utc
 
@@ -86,22 +87,29 @@ class Entities:
 
     def delete_key(self, token: str) -> None:
         """Move a key to the deleted-keys table, as the proxy's /key/delete does."""
-        with self._conn.transaction():
-            self._conn.execute(
-                'INSERT INTO "LiteLLM_DeletedVerificationToken" (id, token, key_alias, team_id, spend, deleted_at)'
-                ' SELECT %s, token, key_alias, team_id, spend, now() FROM "LiteLLM_VerificationToken" WHERE token = %s',
-                (str(uuid.uuid4()), token),
-            )
-            self._conn.execute('DELETE FROM "LiteLLM_VerificationToken" WHERE token = %s', (token,))
+        self._delete("key", token)
 
     def delete_team(self, team_id: str) -> None:
+        self._delete("team", team_id)
+
+    def _delete(self, entity: str, entity_id: str) -> None:
+        """Move a row to the table LiteLLM keeps deleted ones in (``Record.deleted``), with its
+        id, aliases and spend."""
+        record = BY_NAME[entity].record
+        assert record is not None and record.deleted is not None
+        (id_column,) = record.id
+        kept = sql.SQL(", ").join(map(sql.Identifier, (id_column, *record.aliases, "spend")))
+        table = sql.Identifier(record.table)
         with self._conn.transaction():
             self._conn.execute(
-                'INSERT INTO "LiteLLM_DeletedTeamTable" (id, team_id, team_alias, spend, deleted_at)'
-                ' SELECT %s, team_id, team_alias, spend, now() FROM "LiteLLM_TeamTable" WHERE team_id = %s',
-                (str(uuid.uuid4()), team_id),
+                sql.SQL("INSERT INTO {} (id, {}, deleted_at) SELECT %s, {}, now() FROM {} WHERE {} = %s").format(
+                    sql.Identifier(record.deleted), kept, kept, table, sql.Identifier(id_column)
+                ),
+                (str(uuid.uuid4()), entity_id),
             )
-            self._conn.execute('DELETE FROM "LiteLLM_TeamTable" WHERE team_id = %s', (team_id,))
+            self._conn.execute(
+                sql.SQL("DELETE FROM {} WHERE {} = %s").format(table, sql.Identifier(id_column)), (entity_id,)
+            )
 
     def _insert(self, table: str, columns: dict[str, object]) -> None:
         columns = {k: _maybe_naive(v) for k, v in columns.items()}

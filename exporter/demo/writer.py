@@ -136,6 +136,14 @@ DAILY_MEASURES = (
     ("timed_requests", "count(r.duration_ms) FILTER (WHERE r.success)"),
     ("prompt_caching_savings_spend", "sum(r.prompt_caching_savings)"),
 )
+
+
+def _daily_measures(*columns: str) -> tuple[tuple[str, str], ...]:
+    """Some of the daily measures, with their aggregates, for a rollup that keeps them too."""
+    aggregates = dict(DAILY_MEASURES)
+    return tuple((column, aggregates[column]) for column in columns)
+
+
 # Per daily spend table of the catalogue, the request's id in its entity column, and which
 # requests have a row (the user and team tables file a request without one under '').
 _DAILY_ENTITY = {
@@ -207,12 +215,9 @@ ROLLUPS = (
             ("task_type", "r.task_type"),
         ),
         (
-            ("spend", "sum(r.spend)"),
-            ("prompt_tokens", "sum(r.prompt_tokens)::int8"),
-            ("completion_tokens", "sum(r.completion_tokens)::int8"),
+            *_daily_measures("spend", "prompt_tokens", "completion_tokens"),
             ("request_count", "count(*)"),
-            ("successful_requests", _count("r.success")),
-            ("failed_requests", _count("NOT r.success")),
+            *_daily_measures("successful_requests", "failed_requests"),
         ),
     ),
     Rollup(
